@@ -1,0 +1,113 @@
+"""Frozen, validated quantization configuration, saved next to every artifact as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+DEFAULT_SKIP = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
+
+
+class Structure(str, Enum):
+    """Shape of the FP32 part kept beside the block-quantized weight."""
+
+    ELEMENT = "element"  # top-k individual weights (COO correction)
+    CHANNEL = "channel"  # whole input channels (Gather + compact MatMul)
+    LOWRANK = "lowrank"  # rank-r SVD branch U_r S_r V_r^T; the residual is quantized
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything that determines a quantized model, given the FP32 weights.
+
+    bits:        2, 3, 4 or 8 (3-bit codes are stored in a 4-bit container, as MatMulNBits has no 3-bit layout).
+    block_size:  power of two in [16, 256]; blocks run along K (the input dimension) per output row.
+    symmetric:   symmetric codes (zero point fixed at 2^(bits-1)) instead of asymmetric min/max with a zero point.
+    method:      saliency method name (see `svdq_edge.saliency.available()`).
+    keep:        fraction of each layer's weights held in FP32, in [0, 0.5].
+    structure:   element / channel / lowrank.
+    rank:        SVD rank for the `svd*` scores: an int >= 1, a float in (0, 1) read as a fraction of spectral energy,
+                 or None for the method's default.
+    clip:        search a per-block shrink ratio of the min/max range that minimises the block's squared error.
+    seed:        seed of the `random` method (and of randomized SVD).
+    skip:        module-name substrings left in FP32 (task heads by default).
+    """
+
+    bits: int = 4
+    block_size: int = 128
+    symmetric: bool = False
+    method: str = "svd"
+    keep: float = 0.01
+    structure: Structure = Structure.ELEMENT
+    rank: int | float | None = None
+    clip: bool = False
+    seed: int = 0
+    skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
+
+    def __post_init__(self) -> None:
+        # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
+        object.__setattr__(self, "structure", _coerce_structure(self.structure))
+        object.__setattr__(self, "skip", tuple(self.skip))
+        if self.bits not in SUPPORTED_BITS:
+            raise ConfigError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
+        bs = self.block_size
+        if not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
+            raise ConfigError(f"block_size must be a power of two in [16, 256], got {bs}")
+        if not (0.0 <= float(self.keep) <= 0.5):
+            raise ConfigError(f"keep must be a fraction in [0, 0.5], got {self.keep}")
+        if self.rank is not None:
+            self._check_rank()
+        from svdq_edge.saliency import available  # local import: the registry imports this module
+
+        if self.method not in available():
+            raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(available())}")
+
+    def _check_rank(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)):
+            raise ConfigError(f"rank must be an int >= 1 or an energy fraction in (0, 1), got {self.rank!r}")
+        if isinstance(self.rank, float) and not self.rank.is_integer() and not 0.0 < self.rank < 1.0:
+            raise ConfigError(f"rank as a float must be an energy fraction in (0, 1), got {self.rank}")
+        if isinstance(self.rank, float) and self.rank.is_integer():
+            object.__setattr__(self, "rank", int(self.rank))
+        if isinstance(self.rank, int) and self.rank < 1:
+            raise ConfigError(f"rank must be >= 1, got {self.rank}")
+
+    @property
+    def container_bits(self) -> int:
+        """Bits per code in the packed MatMulNBits layout (3-bit codes use a 4-bit container)."""
+        return 4 if self.bits == 3 else self.bits
+
+    def replace(self, **changes) -> QuantConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["structure"] = self.structure.value
+        d["skip"] = list(self.skip)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def _coerce_structure(value: Structure | str) -> Structure:
+    try:
+        return Structure(value)
+    except ValueError:
+        names = ", ".join(s.value for s in Structure)
+        raise ConfigError(f"structure must be one of {names}, got {value!r}") from None

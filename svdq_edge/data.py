@@ -1,0 +1,78 @@
+"""GLUE TSV files (SST-2, RTE, MRPC, QNLI), recognised from their header rows."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# header columns -> (task, first text column, second text column or None, label column)
+GLUE_LAYOUTS = {
+    ("sentence", "label"): ("sst2", "sentence", None, "label"),
+    ("index", "sentence1", "sentence2", "label"): ("rte", "sentence1", "sentence2", "label"),
+    ("index", "question", "sentence", "label"): ("qnli", "question", "sentence", "label"),
+    ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"): ("mrpc", "#1 String", "#2 String", "Quality"),
+}
+# String labels -> ids, as the GLUE fine-tuned checkpoints order them.
+LABEL_IDS = {"entailment": 0, "not_entailment": 1}
+
+
+class DataError(ValueError):
+    """A data file is missing or malformed; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    task: str
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: list[int]
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int | None) -> TextDataset:
+        if n is None or n >= len(self):
+            return self
+        tb = None if self.text_b is None else self.text_b[:n]
+        return TextDataset(self.task, self.text_a[:n], tb, self.labels[:n], self.path)
+
+
+def read_glue_tsv(path: str | Path, limit: int | None = None) -> TextDataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    csv.field_size_limit(sys.maxsize)
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = tuple(h.strip() for h in next(reader, ()))
+        if header not in GLUE_LAYOUTS:
+            known = "; ".join(" ".join(h) for h in GLUE_LAYOUTS)
+            raise DataError(f"{path}: unrecognised header {' '.join(header)!r} (known: {known})")
+        task, col_a, col_b, col_label = GLUE_LAYOUTS[header]
+        ia, il = header.index(col_a), header.index(col_label)
+        ib = None if col_b is None else header.index(col_b)
+        text_a, text_b, labels = [], [] if ib is not None else None, []
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{lineno}: expected {len(header)} columns, got {len(row)}")
+            text_a.append(row[ia].strip())
+            if ib is not None:
+                text_b.append(row[ib].strip())
+            labels.append(_label(row[il].strip(), path, lineno))
+    if not labels:
+        raise DataError(f"{path}: no rows")
+    return TextDataset(task, text_a, text_b, labels, str(path)).head(limit)
+
+
+def _label(value: str, path: Path, lineno: int) -> int:
+    if value in LABEL_IDS:
+        return LABEL_IDS[value]
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: unknown label {value!r}") from None

@@ -1,0 +1,169 @@
+"""Mixed-precision decomposition W = dequant(Q) + S: block-quantized codes plus an FP32 correction S.
+
+The correction takes one of three structures (see `Structure`). For `element` and `channel`, the kept weights are
+excluded from their blocks' ranges and coded as the zero point, so dequant(Q) is exactly 0 there and S holds their
+full FP32 value: kept weights are reproduced bit-exactly. For `lowrank`, S = U_r S_r V_r^T and Q codes the residual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
+from svdq_edge.config import QuantConfig, Structure
+from svdq_edge.packing import PackedWeight, pack, unpack
+from svdq_edge.saliency import ScoreContext, get
+from svdq_edge.saliency.svd import truncated_svd
+
+
+@dataclass(frozen=True)
+class ElementCorrection:
+    """Kept individual weights, COO in row-major order.
+
+    rows:   int32 [nnz] output indices.
+    cols:   int32 [nnz] input indices.
+    values: float32 [nnz] the kept weights W[rows, cols].
+    """
+
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+
+    def dense(self, N: int, K: int) -> Tensor:
+        S = torch.zeros(N, K)
+        S[self.rows.long(), self.cols.long()] = self.values
+        return S
+
+
+@dataclass(frozen=True)
+class ChannelCorrection:
+    """Kept input channels.
+
+    channels: int64 [c] sorted input indices.
+    values:   float32 [N, c] = W[:, channels].
+    """
+
+    channels: Tensor
+    values: Tensor
+
+    def dense(self, N: int, K: int) -> Tensor:
+        S = torch.zeros(N, K)
+        S[:, self.channels.long()] = self.values
+        return S
+
+
+@dataclass(frozen=True)
+class LowRankCorrection:
+    """Rank-r FP32 branch S = L @ R.
+
+    L: float32 [N, r] = U_r diag(S_r).
+    R: float32 [r, K] = V_r^T.
+    """
+
+    L: Tensor
+    R: Tensor
+
+    def dense(self, N: int, K: int) -> Tensor:
+        return self.L @ self.R
+
+
+Correction = ElementCorrection | ChannelCorrection | LowRankCorrection
+STRUCTURE_OF = {ElementCorrection: Structure.ELEMENT, ChannelCorrection: Structure.CHANNEL,
+                LowRankCorrection: Structure.LOWRANK}
+
+
+def correction_tensors(c: Correction | None) -> dict[str, Tensor]:
+    """The correction's tensors by field name (empty when there is none)."""
+    if c is None:
+        return {}
+    return {k: getattr(c, k) for k in c.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class MixedWeight:
+    """A weight as packed MatMulNBits codes plus an optional FP32 correction."""
+
+    packed: PackedWeight
+    correction: Correction | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.packed.N, self.packed.K
+
+    @property
+    def structure(self) -> Structure | None:
+        return None if self.correction is None else STRUCTURE_OF[type(self.correction)]
+
+    def dequantize(self) -> Tensor:
+        """W_hat float32 [N, K] = dequant(Q) + S."""
+        W_hat = dequantize_blockwise(unpack(self.packed))
+        if self.correction is not None:
+            W_hat = W_hat + self.correction.dense(*self.shape)
+        return W_hat
+
+    def correction_nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in correction_tensors(self.correction).values())
+
+    def bits_per_weight(self) -> float:
+        """Storage bits per weight: codes + scales + zero points + correction values and indices."""
+        N, K = self.shape
+        return 8.0 * (self.packed.nbytes() + self.correction_nbytes()) / (N * K)
+
+    def kept_fraction(self) -> float:
+        """Share of the weight's parameter budget spent on the FP32 correction (values only)."""
+        N, K = self.shape
+        c = self.correction
+        if c is None:
+            return 0.0
+        n = c.values.numel() if not isinstance(c, LowRankCorrection) else c.L.numel() + c.R.numel()
+        return n / (N * K)
+
+
+def budget_rank(N: int, K: int, keep: float) -> int:
+    """Rank whose FP32 branch costs keep * N * K values (at least 1 when keep > 0)."""
+    return max(1, int(keep * N * K / (N + K))) if keep > 0 else 0
+
+
+def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -> MixedWeight:
+    """Split W [N, K] into packed codes plus a correction under `config`'s budget and structure."""
+    W = W.detach().float()
+    if not torch.isfinite(W).all():
+        raise ValueError("weight contains NaN or Inf")
+    N, K = W.shape
+    ctx = replace(ctx or ScoreContext(), rank=config.rank, seed=config.seed, block_size=config.block_size,
+                  symmetric=config.symmetric)
+    quant = dict(bits=config.bits, block_size=config.block_size, symmetric=config.symmetric, clip=config.clip)
+    method = get(config.method)
+
+    if config.structure is Structure.LOWRANK:
+        r = budget_rank(N, K, config.keep) if method.name != "rtn" else 0
+        if r == 0:
+            return MixedWeight(pack(quantize_blockwise(W, **quant)), None)
+        U, S, V = truncated_svd(W, r, config.seed)
+        corr = LowRankCorrection(L=(U * S).contiguous(), R=V.T.contiguous())
+        return MixedWeight(pack(quantize_blockwise(W - corr.L @ corr.R, **quant)), corr)
+
+    scores = method.fn(W, ctx) if config.keep > 0 else None
+    if scores is None:
+        return MixedWeight(pack(quantize_blockwise(W, **quant)), None)
+    mask = torch.zeros(N, K, dtype=torch.bool)
+    if config.structure is Structure.CHANNEL:
+        c = max(1, round(config.keep * K))
+        channels = torch.topk(scores.sum(dim=0), c).indices.sort().values
+        mask[:, channels] = True
+        corr = ChannelCorrection(channels=channels.long(), values=W[:, channels].contiguous())
+    else:
+        k = max(1, round(config.keep * N * K))
+        flat = torch.topk(scores.reshape(-1), k).indices.sort().values
+        mask.view(-1)[flat] = True
+        rows, cols = flat // K, flat % K
+        corr = ElementCorrection(rows=rows.int(), cols=cols.int(), values=W.reshape(-1)[flat].contiguous())
+    return MixedWeight(pack(quantize_blockwise(W, exclude=mask, **quant)), corr)
+
+
+def relative_error(W: Tensor, W_hat: Tensor) -> float:
+    """||W - W_hat||_F / ||W||_F."""
+    return float(torch.linalg.norm(W.float() - W_hat) / torch.linalg.norm(W.float()).clamp_min(1e-30))

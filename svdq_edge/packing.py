@@ -1,0 +1,118 @@
+"""Pack block-wise codes into ONNX Runtime's `com.microsoft::MatMulNBits` layout, and unpack them back.
+
+MatMulNBits (bits b in {2, 4, 8}) stores, for a weight [N, K] with block size bs and nb = ceil(K / bs) blocks:
+  B            uint8 [N, nb, bs * b / 8]   codes, 8/b per byte, the lowest bits holding the earliest k;
+  scales       float [N * nb];
+  zero_points  uint8 [N * ceil(nb * b / 8)] codes packed the same way, each row padded to whole bytes.
+3-bit codes (0..7) are stored in the 4-bit container with explicit zero points, so the file runs on stock kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from svdq_edge.blockwise import BlockQuant
+
+
+class QuantFormat(Enum):
+    """Container layouts MatMulNBits understands; the value is bits per stored code."""
+
+    INT2 = 2
+    INT4 = 4
+    INT8 = 8
+
+    @classmethod
+    def for_bits(cls, bits: int) -> QuantFormat:
+        """The container for `bits`-bit codes (3-bit codes go in INT4)."""
+        if bits not in (2, 3, 4, 8):
+            raise ValueError(f"no MatMulNBits container for {bits}-bit codes")
+        return cls.INT4 if bits == 3 else cls(bits)
+
+    @property
+    def per_byte(self) -> int:
+        return 8 // self.value
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A weight in the exact MatMulNBits layout.
+
+    B:           uint8 [N, n_blocks, block_size * container_bits / 8].
+    scales:      float32 [N, n_blocks] (flattened to [N * n_blocks] in ONNX).
+    zero_points: uint8 [N, ceil(n_blocks * container_bits / 8)] (flattened in ONNX).
+    K, N:        the unpadded weight shape [N, K].
+    bits:        logical code width (2, 3, 4 or 8); `fmt` is the container.
+    block_size:  block length along K.
+    """
+
+    B: Tensor
+    scales: Tensor
+    zero_points: Tensor
+    K: int
+    N: int
+    bits: int
+    block_size: int
+
+    @property
+    def fmt(self) -> QuantFormat:
+        return QuantFormat.for_bits(self.bits)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.scales.shape[1]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.B, self.scales, self.zero_points))
+
+
+def _pack_codes(codes: Tensor, fmt: QuantFormat) -> Tensor:
+    """uint8 [..., M] codes (M a multiple of per_byte) -> uint8 [..., M / per_byte]."""
+    per = fmt.per_byte
+    if per == 1:
+        return codes.to(torch.uint8).contiguous()
+    c = codes.to(torch.int32).reshape(*codes.shape[:-1], -1, per)
+    shifts = torch.arange(per, dtype=torch.int32) * fmt.value
+    return (c << shifts).sum(dim=-1).to(torch.uint8)
+
+
+def _unpack_codes(packed: Tensor, fmt: QuantFormat) -> Tensor:
+    """uint8 [..., M] -> uint8 [..., M * per_byte]."""
+    per = fmt.per_byte
+    if per == 1:
+        return packed.clone()
+    shifts = torch.arange(per, dtype=torch.int32) * fmt.value
+    c = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & (2**fmt.value - 1)
+    return c.reshape(*packed.shape[:-1], -1).to(torch.uint8)
+
+
+def pack(q: BlockQuant) -> PackedWeight:
+    """BlockQuant -> PackedWeight in the MatMulNBits layout."""
+    fmt = QuantFormat.for_bits(q.bits)
+    N, nb, bs = q.N, q.n_blocks, q.block_size
+    if (bs * fmt.value) % 8:
+        raise ValueError(f"block_size {bs} does not fill whole bytes at {fmt.value} bits")
+    B = _pack_codes(q.codes.reshape(N, nb, bs), fmt)
+    zp_len = -(-nb // fmt.per_byte) * fmt.per_byte  # each row padded to whole bytes
+    zero = torch.nn.functional.pad(q.zero.to(torch.int32), (0, zp_len - nb)).to(torch.uint8)
+    return PackedWeight(
+        B=B,
+        scales=q.scale.float().contiguous(),
+        zero_points=_pack_codes(zero, fmt),
+        K=q.K,
+        N=N,
+        bits=q.bits,
+        block_size=bs,
+    )
+
+
+def unpack(p: PackedWeight) -> BlockQuant:
+    """PackedWeight -> BlockQuant (exact inverse of `pack`)."""
+    fmt = p.fmt
+    nb = p.n_blocks
+    codes = _unpack_codes(p.B, fmt).reshape(p.N, nb * p.block_size)
+    zero = _unpack_codes(p.zero_points, fmt)[:, :nb]
+    return BlockQuant(codes=codes, scale=p.scales, zero=zero, K=p.K, bits=p.bits, block_size=p.block_size)

@@ -1,0 +1,10 @@
+"""`rtn`: plain round-to-nearest, nothing kept in FP32 (the baseline every method is compared with)."""
+
+from torch import Tensor
+
+from svdq_edge.saliency.registry import ScoreContext, register
+
+
+@register("rtn", "round-to-nearest, keeps nothing")
+def rtn_scores(W: Tensor, ctx: ScoreContext) -> None:
+    return None

