@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from svdq_edge.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code != 0
+    lines = [ln for ln in result.output.replace("\r", "\n").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    # Exactly one error line, and it is the last thing printed (progress bars may precede it on stderr).
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output
+    out = errors[0]
+    for n in needles:
+        assert n in out, out
+
+
+def test_quantize_inspect_round_trip(tiny_bert_dir, tmp_path):
+    out = tmp_path / "q"
+    r = run("quantize", tiny_bert_dir, "-o", out, "--bits", 3, "--block-size", 32, "--method", "svd", "--rank", 4)
+    assert r.exit_code == 0, r.output
+    assert "quantized 12 layers" in r.output
+    meta = json.loads((out / "quant_config.json").read_text())
+    assert meta["config"]["bits"] == 3 and meta["config"]["rank"] == 4
+    r = run("inspect", out)
+    assert r.exit_code == 0 and "bert.encoder.layer.1.output.dense" in r.output and "12 layers" in r.output
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--bits", 5], ["bits", "5"]),
+    (["--block-size", 100], ["block_size", "100"]),
+    (["--keep", 0.7], ["keep", "0.7"]),
+    (["--method", "bogus"], ["bogus"]),
+])
+def test_bad_options_give_one_line_and_write_nothing(tiny_bert_dir, tmp_path, args, needles):
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    one_line_error(run("quantize", tiny_bert_dir, "-o", outs / "q", *args), *needles)
+    assert list(outs.iterdir()) == []
+
+
+def test_missing_model(tmp_path):
+    one_line_error(run("quantize", tmp_path / "nope", "-o", tmp_path / "q"), "nope")
+    (tmp_path / "empty").mkdir()
+    one_line_error(run("quantize", tmp_path / "empty", "-o", tmp_path / "q"), "config.json")
+    assert not (tmp_path / "q").exists()
+
+
+def test_unreadable_weights(tiny_bert_dir, tmp_path):
+    (tiny_bert_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    one_line_error(run("quantize", tiny_bert_dir, "-o", tmp_path / "q"), "cannot load model weights")
+    assert not (tmp_path / "q").exists()
+
+
+def test_existing_output_needs_overwrite(tiny_bert_dir, tmp_path):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    one_line_error(run("quantize", tiny_bert_dir, "-o", out), "exists", "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine"
+    r = run("quantize", tiny_bert_dir, "-o", out, "--overwrite", "--block-size", 32)
+    assert r.exit_code == 0, r.output
+    assert not (out / "keep.txt").exists() and (out / "quant_config.json").exists()
+
+
+def test_nan_weights_name_the_layer_and_write_nothing(tiny_bert_dir, tmp_path):
+    f = tiny_bert_dir / "model.safetensors"
+    state = load_file(str(f))
+    key = "bert.encoder.layer.1.attention.self.key.weight"
+    state[key][0, 0] = float("nan")
+    save_file(state, str(f), metadata={"format": "pt"})
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    one_line_error(run("quantize", tiny_bert_dir, "-o", outs / "q", "--block-size", 32),
+                   "bert.encoder.layer.1.attention.self.key", "NaN")
+    assert list(outs.iterdir()) == []  # no temp folder left behind either
+
+
+def test_eval_rejects_a_bad_data_file(tiny_bert_dir, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\tc\n1\t2\t3\n")
+    one_line_error(run("eval", tiny_bert_dir, "--data", bad), "unrecognised header")
+    one_line_error(run("eval", tiny_bert_dir, "--data", tmp_path / "none.tsv"), "no such data file")
+
+
+def test_version_and_help():
+    assert run("--version").exit_code == 0
+    r = run("--help")
+    assert r.exit_code == 0 and "quantize" in r.output and "compare" in r.output
+
+
+def test_inputs_are_not_mutated_by_quantize(tiny_bert_dir, tmp_path):
+    before = load_file(str(tiny_bert_dir / "model.safetensors"))
+    assert run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--block-size", 32).exit_code == 0
+    after = load_file(str(tiny_bert_dir / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
