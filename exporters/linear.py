@@ -1,0 +1,164 @@
+"""ONNX for one quantized linear: `com.microsoft::MatMulNBits` on the packed codes plus an FP32 correction.
+
+The contract is narrow: a layer name, its MixedWeight and the names of its input and output go in; nodes and
+initializers come out. Initializer names derive from the layer name (`<name>.weight_Q4`, `_scales`, `_zp`,
+`_corr_idx`, `_corr_val`, ...). The bias is not included: the caller keeps the graph's own bias Add.
+
+Correction subgraphs (x: [..., K], y: [..., N]):
+  channel  y += MatMul(Gather(x, idx[c], axis=-1), val[c, N])
+  lowrank  y += MatMul(MatMul(x, R^T[K, r]), L^T[r, N])
+  element  ELL layout: each output row n keeps m = max nnz per row slots idx[n, :], val[n, :] (padding has val 0);
+           y += ReduceSum(Gather(x, idx[N, m], axis=-1) * val[N, m], axis=-1)
+           or, when the kept weights fall in few input columns, the compact form of `channel` with a sparse
+           val[c, N] (zeros off the kept positions). `element_form` picks one; "auto" takes the cheaper by a
+           cost model (see `choose_element_form`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCorrection, MixedWeight
+
+MS_DOMAIN = "com.microsoft"
+ELEMENT_FORMS = ("auto", "ell", "compact")
+# Cost model for "auto": one ELL slot (a gather, multiply and reduce of one float per row of x) costs about this many
+# multiply-adds of a dense GEMM on the same row. Measured by runtime/bench_correction.py on this project's CPU.
+ELL_SLOT_COST = 8.0
+
+
+@dataclass
+class OnnxFragment:
+    """Nodes (in topological order) and initializers that compute one layer."""
+
+    nodes: list[NodeProto] = field(default_factory=list)
+    initializers: list[TensorProto] = field(default_factory=list)
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs) -> list[str]:
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=f"{outputs[0]}_{op}", domain=domain, **attrs))
+        return outputs
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def ell_layout(c: ElementCorrection, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """COO -> ELL: idx int64 [N, m], val float32 [N, m], m = max kept weights in a row (padding: idx 0, val 0)."""
+    rows = c.rows.long()
+    counts = torch.bincount(rows, minlength=N)
+    m = max(int(counts.max()), 1) if rows.numel() else 1
+    # Slot of each entry within its row (entries are row-major sorted).
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel()) - starts[rows]
+    idx = torch.zeros(N, m, dtype=torch.int64)
+    val = torch.zeros(N, m, dtype=torch.float32)
+    idx[rows, slot] = c.cols.long()
+    val[rows, slot] = c.values.float()
+    return _np(idx), _np(val)
+
+
+def compact_layout(c: ElementCorrection, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """COO -> the distinct kept columns idx int64 [c] and a dense val float32 [c, N] (zero off the kept weights)."""
+    cols, inverse = torch.unique(c.cols.long(), return_inverse=True)
+    val = torch.zeros(cols.numel(), N)
+    val[inverse, c.rows.long()] = c.values.float()
+    return _np(cols), _np(val)
+
+
+def choose_element_form(c: ElementCorrection, N: int) -> str:
+    """'compact' when its dense [c, N] GEMM costs less than the ELL slots, else 'ell' (per row of x)."""
+    m = int(torch.bincount(c.rows.long(), minlength=N).max()) if c.rows.numel() else 1
+    n_cols = int(torch.unique(c.cols).numel())
+    return "compact" if n_cols * N <= ELL_SLOT_COST * N * m else "ell"
+
+
+def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",
+                          accuracy_level: int = 4) -> OnnxFragment:
+    """Nodes computing y = x @ (dequant(Q) + S)^T (no bias) for the layer called `name`."""
+    if element_form not in ELEMENT_FORMS:
+        raise ValueError(f"element_form must be one of {ELEMENT_FORMS}, got {element_form!r}")
+    p = mixed.packed
+    f = OnnxFragment()
+    bits = p.fmt.value  # container bits: 3-bit codes run as 4-bit with explicit zero points
+    w = f"{name}.weight"
+    inputs = [
+        f.init(f"{w}_Q{bits}", _np(p.B)),
+        f.init(f"{w}_scales", _np(p.scales).reshape(-1)),
+        f.init(f"{w}_zp", _np(p.zero_points).reshape(-1)),
+    ]
+    c = mixed.correction
+    base = y if c is None else f"{w}_mnb_out"
+    f.node("MatMulNBits", [x, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
+           block_size=p.block_size, accuracy_level=accuracy_level)
+    if c is None:
+        return f
+    if isinstance(c, LowRankCorrection):
+        x2d = _flatten(f, w, x, p.K)
+        (h,) = f.node("MatMul", [x2d, f.init(f"{w}_corr_R", _np(c.R.T))], [f"{w}_corr_h"])  # [rows, r]
+        _accumulate(f, w, h, f.init(f"{w}_corr_L", _np(c.L.T)), base, y, p.N)  # L^T [r, N]
+        return f
+    if isinstance(c, ChannelCorrection):
+        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N)
+        return f
+    if not isinstance(c, ElementCorrection):
+        raise TypeError(f"unsupported correction {type(c).__name__}")
+    form = choose_element_form(c, p.N) if element_form == "auto" else element_form
+    if form == "compact":
+        _gather_accumulate(f, w, x, *compact_layout(c, p.N), base, y, p.K, p.N)
+        return f
+    idx, val = ell_layout(c, p.N)
+    (g,) = f.node("Gather", [x, f.init(f"{w}_corr_idx", idx)], [f"{w}_corr_g"], axis=-1)  # [..., N, m]
+    (prod,) = f.node("Mul", [g, f.init(f"{w}_corr_val", val)], [f"{w}_corr_prod"])
+    axes = f.init(f"{w}_corr_axes", np.array([-1], dtype=np.int64))
+    (corr,) = f.node("ReduceSum", [prod, axes], [f"{w}_corr_out"], keepdims=0)
+    f.node("Add", [base, corr], [y])
+    return f
+
+
+def _flatten(f: OnnxFragment, w: str, x: str, K: int) -> str:
+    """x [..., K] -> [rows, K] (a view: no copy)."""
+    (x2d,) = f.node("Reshape", [x, f.init(f"{w}_shape_in", np.array([-1, K], dtype=np.int64))], [f"{w}_x2d"])
+    return x2d
+
+
+def _accumulate(f: OnnxFragment, w: str, a2d: str, b: str, base: str, y: str, N: int) -> None:
+    """y = base + a2d @ b, with the sum done inside one Gemm (beta = 1) rather than a MatMul and an Add.
+
+    The correction's product never exists as a separate [rows, N] tensor: Gemm accumulates into C, which saves a
+    full pass over the output (the measured cost of the MatMul + Add form, see runtime/bench_correction.py).
+    """
+    (c2d,) = f.node("Reshape", [base, f.init(f"{w}_shape_out", np.array([-1, N], dtype=np.int64))], [f"{w}_c2d"])
+    (y2d,) = f.node("Gemm", [a2d, b, c2d], [f"{w}_y2d"], alpha=1.0, beta=1.0)
+    (shape,) = f.node("Shape", [base], [f"{w}_out_shape"])
+    f.node("Reshape", [y2d, shape], [y])
+
+
+def _gather_accumulate(f: OnnxFragment, w: str, x: str, idx: np.ndarray, val_t: np.ndarray, base: str, y: str,
+                       K: int, N: int) -> None:
+    """y = base + Gather(x, idx, axis=-1) @ val_t, with idx int64 [c] and val_t float32 [c, N]."""
+    x2d = _flatten(f, w, x, K)
+    (g,) = f.node("Gather", [x2d, f.init(f"{w}_corr_idx", idx.astype(np.int64))], [f"{w}_corr_g"], axis=1)
+    _accumulate(f, w, g, f.init(f"{w}_corr_val", val_t.astype(np.float32)), base, y, N)
+
+
+OPSET = 17
+
+
+def single_layer_model(fragment: OnnxFragment, K: int, N: int, x: str = "x", y: str = "y"):
+    """A standalone ModelProto computing one fragment (x [..., K] -> y [..., N]), for tests and benchmarks."""
+    graph = helper.make_graph(
+        fragment.nodes, "layer",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "seq", K])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["batch", "seq", N])],
+        initializer=fragment.initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)])

@@ -1,0 +1,85 @@
+"""Benchmark: cost of the FP32 correction over plain MatMulNBits, per structure, on MiniLM layer shapes.
+
+    python -m svdq_edge.runtime.bench_correction [--model DIR] [--keep 0.01] [--threads 2]
+
+For each MiniLM linear shape (384->384, 384->1536, 1536->384), the first layer of that shape in the model is quantized
+(W4, block 128) with each structure, exported as a one-layer ONNX model, and timed under ONNX Runtime CPU
+(median of --runs after warm-up) at batch 1 x seq 128 and batch 8 x seq 128. Prints one table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import click
+import numpy as np
+import onnxruntime as ort
+
+from svdq_edge.apply import find_targets, linear_weight
+from svdq_edge.config import QuantConfig
+from svdq_edge.decompose import decompose
+from svdq_edge.exporters.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.sources import load_model
+from svdq_edge.table import markdown_table
+
+VARIANTS = [  # label, structure, element form
+    ("rtn (MatMulNBits only)", None, None),
+    ("channel", "channel", None),
+    ("lowrank", "lowrank", None),
+    ("element ell", "element", "ell"),
+    ("element compact", "element", "compact"),
+    ("element auto", "element", "auto"),
+]
+
+
+def time_session(model_bytes: bytes, x: np.ndarray, threads: int, runs: int) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(None, {"x": x})
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {"x": x})
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@click.command()
+@click.option("--model", default=None, help="model (default: the embedded MiniLM)")
+@click.option("--keep", type=float, default=0.01, show_default=True)
+@click.option("--method", default="range", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True)
+def main(model, keep, method, threads, runs):
+    loaded = load_model(model)
+    shapes = {}
+    for name, m in find_targets(loaded.model, QuantConfig().skip):
+        W = linear_weight(m).detach().float()
+        shapes.setdefault(tuple(W.shape), (name, W))
+    rng = np.random.default_rng(0)
+    rows = []
+    for (N, K), (name, W) in sorted(shapes.items()):
+        for batch in (1, 8):
+            x = rng.standard_normal((batch, 128, K)).astype(np.float32)
+            base = None
+            for label, structure, form in VARIANTS:
+                cfg = QuantConfig(method="rtn" if structure is None else method, keep=keep,
+                                  structure=structure or "element")
+                mixed = decompose(W, cfg)
+                frag = quant_linear_fragment(name, mixed, "x", "y", element_form=form or "auto")
+                t = time_session(single_layer_model(frag, K, N).SerializeToString(), x, threads, runs)
+                base = base or t
+                extra = [n.op_type for n in frag.nodes[1:]]
+                rows.append([f"{K}->{N}", f"{batch}x128", label, f"{1e3 * t:.3f}", f"{100 * (t / base - 1):+.1f}%",
+                             f"{mixed.bits_per_weight():.2f}", "+".join(extra) or "-"])
+    click.echo(f"onnxruntime {ort.__version__}, CPU EP, {threads} threads, median of {runs} runs, keep {keep}, "
+               f"method {method}, W4 block 128")
+    click.echo(markdown_table(["K->N", "batch x seq", "variant", "ms", "overhead", "bits/w", "correction ops"], rows))
+
+
+if __name__ == "__main__":
+    main()
