@@ -82,7 +82,7 @@ def choose_element_form(c: ElementCorrection, N: int) -> str:
 
 
 def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",
-                          accuracy_level: int = 4) -> OnnxFragment:
+                          accuracy_level: int = 0) -> OnnxFragment:
     """Nodes computing y = x @ (dequant(Q) + S)^T (no bias) for the layer called `name`."""
     if element_form not in ELEMENT_FORMS:
         raise ValueError(f"element_form must be one of {ELEMENT_FORMS}, got {element_form!r}")

@@ -185,3 +185,37 @@ def compare(model, data, methods, bits_list, limit, batch_size, json_out, **q):
                           "config": None if r.config is None else r.config.to_dict()} for r in results]
     if json_out:
         Path(json_out).write_text(json.dumps(dump, indent=2))
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="ONNX output folder")
+@click.option("--fp32", is_flag=True, help="export the FP32 model (MODEL must not be a quantized folder)")
+@click.option("--element-form", type=click.Choice(["auto", "ell", "compact"]), default="auto", show_default=True,
+              help="ONNX form of an element correction")
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; "
+                   "4 quantizes activations to int8 on CPU (faster, approximate)")
+@click.option("--overwrite", is_flag=True, help="replace an existing output folder")
+@user_errors
+def export(model, output, fp32, element_form, accuracy_level, overwrite):
+    """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
+    from svdq_edge.exporters.export import export_onnx
+    from svdq_edge.io import is_quantized_dir, load_quantized, prepare_output
+    from svdq_edge.sources import load_model
+
+    prepare_output(output, overwrite)
+    quantized = model is not None and is_quantized_dir(model)
+    if quantized and fp32:
+        raise ValueError(f"{model}: a quantized folder has no FP32 weights to export (drop --fp32)")
+    if not quantized and not fp32:
+        raise ValueError(f"{model or 'the default model'}: not a quantized folder; run `svdq-edge quantize` "
+                         "first, or pass --fp32 to export the FP32 model")
+    if quantized:
+        loaded, config = load_quantized(model)
+        cfg = config.to_dict()
+    else:
+        loaded, cfg = load_model(model), None
+    out, sizes, layers = export_onnx(loaded, output, cfg, element_form, accuracy_level, overwrite)
+    click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} -> {out}/model.onnx: "
+               f"{sizes.summary()}")

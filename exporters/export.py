@@ -1,0 +1,132 @@
+"""Export an FP32 model or a quantized folder to an ONNX folder Optimum's ORTModel classes can load.
+
+Output folder: model.onnx (+ model.onnx.data when over 2 GB), config.json, tokenizer files, export.json (the size
+report and the layer table). The quantization config and a per-layer summary are also in model.onnx's
+metadata_props, so the file alone says how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from svdq_edge.exporters.splice import splice_quantized
+from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
+from svdq_edge.io import prepare_output
+from svdq_edge.sources import LoadedModel
+
+ONNX_FILE = "model.onnx"
+EXPORT_REPORT = "export.json"
+TWO_GB = 2**31
+
+
+@dataclass
+class SizeReport:
+    """Bytes of the ONNX file's initializers by role, and the FP32 equivalent of the same graph."""
+
+    linears: int = 0  # packed codes, scales and zero points
+    correction: int = 0  # FP32 correction tensors
+    embeddings: int = 0  # token / position embedding tables
+    other: int = 0  # everything else (norms, biases, heads, unquantized linears)
+    quantized_fp32: int = 0  # what the quantized layers' weights take as FP32 [N, K]
+    fp32_equivalent: int = 0  # the same file with every quantized weight stored as FP32 instead
+    file_bytes: int = 0  # model.onnx (+ external data) on disk
+
+    @property
+    def total(self) -> int:
+        return self.linears + self.correction + self.embeddings + self.other
+
+    @property
+    def ratio(self) -> float:
+        return self.file_bytes / self.fp32_equivalent if self.fp32_equivalent else 1.0
+
+    def summary(self) -> str:
+        mb = 1e6
+        return (f"{self.file_bytes / mb:.1f} MB = {self.ratio:.3f}x FP32 ({self.fp32_equivalent / mb:.1f} MB): "
+                f"linears {self.linears / mb:.1f} MB, correction {self.correction / mb:.2f} MB, "
+                f"embeddings {self.embeddings / mb:.1f} MB, other {self.other / mb:.1f} MB")
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]) -> SizeReport:
+    r = SizeReport()
+    for t in model.graph.initializer:
+        b = _tensor_bytes(t)
+        layer = next((n for n in quant_shapes if t.name.startswith(n + ".weight_")), None)
+        if layer is not None:
+            if "_corr_" in t.name:
+                r.correction += b
+            elif t.name.endswith(("_scales", "_zp")) or "_Q" in t.name[len(layer):]:
+                r.linears += b
+            else:
+                r.other += b  # small shape constants of the fragment
+        elif "embed" in t.name or "wte" in t.name or "wpe" in t.name:
+            r.embeddings += b
+        else:
+            r.other += b
+    r.quantized_fp32 = sum(4 * n * k for n, k in quant_shapes.values())
+    return r
+
+
+def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
+                element_form: str = "auto", accuracy_level: int = 0, overwrite: bool = False,
+                opset: int = 18) -> tuple[Path, SizeReport, dict]:
+    """Write the ONNX folder atomically; returns (folder, size report, layer table)."""
+    out = prepare_output(out_dir, overwrite)
+    start = time.perf_counter()
+    dense, quant = dense_copy(loaded.model)
+    model, inputs, output = trace_to_onnx(dense, loaded.task, opset)
+    layers = {}
+    if quant:
+        ops = splice_quantized(model, quant, element_form, accuracy_level)
+        for name, q in quant.items():
+            m = q.mixed
+            layers[name] = {"shape": list(m.shape), "bits": m.packed.bits, "block_size": m.packed.block_size,
+                            "structure": q.structure, "bits_per_weight": round(m.bits_per_weight(), 4),
+                            "traced_op": ops[name]}
+    meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
+            "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output}
+    if quant_config is not None:
+        meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
+        meta["svdq_edge.layers"] = json.dumps(layers)
+    onnx.helper.set_model_props(model, meta)
+    sizes = size_report(model, {n: tuple(v["shape"]) for n, v in layers.items()})
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
+        onnx.checker.check_model(str(tmp / ONNX_FILE))
+        sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
+        sizes.fp32_equivalent = sizes.file_bytes - sizes.linears - sizes.correction + sizes.quantized_fp32
+        loaded.model.config.save_pretrained(tmp)
+        if loaded.tokenizer is not None:
+            loaded.tokenizer.save_pretrained(tmp)
+        report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
+                  "quant_config": quant_config, "layers": layers, "seconds": time.perf_counter() - start}
+        (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, sizes, layers
+
+
+def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))

@@ -1,0 +1,27 @@
+"""Run exported ONNX models over a dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from svdq_edge.data import TextDataset
+from svdq_edge.evaluate import batches
+
+
+def feed(session: ort.InferenceSession, batch: dict) -> dict[str, np.ndarray]:
+    """The batch's tensors that the session takes, as int64 numpy arrays."""
+    names = {i.name for i in session.get_inputs()}
+    return {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names}
+
+
+def onnx_logits(session: ort.InferenceSession, tokenizer, data: TextDataset, batch_size: int = 32,
+                max_length: int = 128, progress: bool = True, desc: str = "onnx") -> np.ndarray:
+    """The session's first output for every example, concatenated: [n, ...]."""
+    outs = []
+    n_batches = -(-len(data) // batch_size)
+    for batch in tqdm(batches(tokenizer, data, batch_size, max_length), total=n_batches, desc=desc,
+                      disable=not progress, leave=False):
+        outs.append(session.run(None, feed(session, batch))[0])
+    return np.concatenate(outs)
