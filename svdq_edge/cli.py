@@ -2,67 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from pathlib import Path
 
 import click
 
-from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure
-from svdq_edge.data import DataError
-from svdq_edge.io import OutputExistsError
-from svdq_edge.sources import ModelSourceError
-
-DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
-DEFAULTS = QuantConfig()
-USER_ERRORS = (ConfigError, ModelSourceError, DataError, OutputExistsError, ValueError, FileNotFoundError)
-
-
-def user_errors(fn):
-    """Turn expected failures into one-line `Error: ...` messages (exit code 1) instead of tracebacks."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-
-    return wrapper
-
-
-def quant_options(fn):
-    """Options shared by every command that quantizes."""
-    opts = [
-        click.option("--bits", type=int, default=DEFAULTS.bits, show_default=True,
-                     help=f"code width, one of {SUPPORTED_BITS}"),
-        click.option("--block-size", type=int, default=DEFAULTS.block_size, show_default=True,
-                     help="block length along K (power of two, 16-256)"),
-        click.option("--keep", type=float, default=DEFAULTS.keep, show_default=True,
-                     help="fraction of each layer's weights kept in FP32 (0-0.5)"),
-        click.option("--structure", type=click.Choice([s.value for s in Structure]),
-                     default=DEFAULTS.structure.value, show_default=True, help="shape of the FP32 part"),
-        click.option("--rank", type=float, default=None,
-                     help="SVD rank for svd scores (>= 1), or an energy fraction in (0, 1); default per method"),
-        click.option("--symmetric", is_flag=True, help="symmetric codes (no per-block zero point search)"),
-        click.option("--clip/--no-clip", default=DEFAULTS.clip, show_default=True,
-                     help="per-block range shrink search"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--skip", default=",".join(DEFAULTS.skip), show_default=True,
-                     help="comma-separated module-name substrings left in FP32"),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip) -> QuantConfig:
-    if rank is not None and float(rank).is_integer():
-        rank = int(rank)
-    skip_t = tuple(s for s in skip.split(",") if s)
-    return QuantConfig(bits=bits, block_size=block_size, keep=keep, structure=structure, rank=rank,
-                       symmetric=symmetric, clip=clip, seed=seed, method=method, skip=skip_t)
+from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
 
 
 @click.group()
@@ -136,55 +82,9 @@ def evaluate(model, data, limit, batch_size):
 
     ds = read_glue_tsv(data, limit)
     loaded = load_any(model)
-    _require_classifier(loaded)
+    require_classifier(loaded)
     acc = accuracy(predict_logits(loaded.model, loaded.tokenizer, ds, batch_size), ds.labels)
     click.echo(f"{ds.task} accuracy: {acc}")
-
-
-def _require_classifier(loaded) -> None:
-    from svdq_edge.sources import ModelTask
-
-    if loaded.task is not ModelTask.SEQUENCE_CLASSIFICATION:
-        raise ValueError(f"{loaded.source}: a sequence-classification model is needed for GLUE accuracy")
-    if loaded.tokenizer is None:
-        raise ValueError(f"{loaded.source}: no tokenizer files")
-
-
-@main.command()
-@click.argument("model", required=False)
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
-@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="comma-separated saliency methods")
-@click.option("--bits-list", default="4,3", show_default=True, help="comma-separated bit widths, one table each")
-@quant_options
-@click.option("--limit", type=int, default=None, help="first N examples only")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the results as JSON")
-@user_errors
-def compare(model, data, methods, bits_list, limit, batch_size, json_out, **q):
-    """Compare saliency methods at the same bits and budget on the same examples (PyTorch)."""
-    from svdq_edge.compare import compare_methods, results_table
-    from svdq_edge.data import read_glue_tsv
-    from svdq_edge.sources import load_model
-
-    ds = read_glue_tsv(data, limit)
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    bits_values = [int(b) for b in bits_list.split(",") if b.strip()]
-    q.pop("bits")
-    configs_by_bits = {b: {m: make_config(m, bits=b, **q) for m in names} for b in bits_values}  # validate first
-    loaded = load_model(model)
-    _require_classifier(loaded)
-    dump = {}
-    for b, configs in configs_by_bits.items():
-        results = compare_methods(loaded, ds, configs, batch_size)
-        c0 = next(iter(configs.values()))
-        click.echo(f"\n{ds.task} dev, n={len(ds)}: W{b} block {c0.block_size}, keep {c0.keep:g}, "
-                   f"structure {c0.structure.value}, clip {c0.clip}")
-        click.echo(results_table(results))
-        dump[f"W{b}"] = [{"method": r.label, "acc": r.acc.value, "n": r.acc.n, "ci": r.acc.ci, "kl": r.kl,
-                          "agree": r.agree, "out_err": r.out_err, "bits": r.bits, "seconds": r.seconds,
-                          "config": None if r.config is None else r.config.to_dict()} for r in results]
-    if json_out:
-        Path(json_out).write_text(json.dumps(dump, indent=2))
 
 
 @main.command()
@@ -219,3 +119,13 @@ def export(model, output, fp32, element_form, accuracy_level, overwrite):
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, accuracy_level, overwrite)
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} -> {out}/model.onnx: "
                f"{sizes.summary()}")
+
+
+def _register() -> None:
+    from svdq_edge.cli_run import compare, run
+
+    main.add_command(compare)
+    main.add_command(run)
+
+
+_register()

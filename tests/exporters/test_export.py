@@ -70,7 +70,7 @@ def test_graph_hygiene_names_and_metadata(tmp_path):
     from tests.conftest import tiny_bert
 
     model = tiny_bert()
-    cfg = QuantConfig(method="svd", bits=4, block_size=32, keep=0.02)
+    cfg = QuantConfig(method="svd", bits=4, block_size=32, keep=0.02, structure="element")
     quantize_model(model, cfg, progress=False)
     out, _, _ = export_onnx(LoadedModel(model, None, detect_task(model.config), "tiny"), tmp_path / "o",
                             cfg.to_dict())

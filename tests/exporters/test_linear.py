@@ -60,7 +60,7 @@ def test_three_bit_codes_run_in_the_four_bit_container():
 
 def test_ell_and_compact_layouts_rebuild_the_correction():
     W = torch.randn(10, 40)
-    mixed = decompose(W, QuantConfig(method="magnitude", keep=0.1, block_size=16))
+    mixed = decompose(W, QuantConfig(method="magnitude", keep=0.1, block_size=16, structure="element"))
     c = mixed.correction
     S = c.dense(10, 40).numpy()
     idx, val = ell_layout(c, 10)

@@ -22,7 +22,7 @@ def W_test(N=48, K=200, seed=0):
 @pytest.mark.parametrize("method", ["magnitude", "svd", "svd-residual", "range", "random"])
 def test_element_kept_weights_are_bit_exact_and_budget_is_met(method):
     W = W_test()
-    m = decompose(W, QuantConfig(method=method, keep=0.02, block_size=32))
+    m = decompose(W, QuantConfig(method=method, keep=0.02, block_size=32, structure="element"))
     c = m.correction
     assert isinstance(c, ElementCorrection)
     assert c.values.numel() == round(0.02 * W.numel())
@@ -35,7 +35,7 @@ def test_element_kept_weights_are_bit_exact_and_budget_is_met(method):
 
 def test_magnitude_keeps_planted_outliers_and_beats_rtn():
     W = W_test()
-    cfg = QuantConfig(method="magnitude", keep=0.01, block_size=32)
+    cfg = QuantConfig(method="magnitude", keep=0.01, block_size=32, structure="element")
     m = decompose(W, cfg)
     kept = set(zip(m.correction.rows.tolist(), m.correction.cols.tolist(), strict=True))
     assert {(3, 17), (30, 150)} <= kept
@@ -80,7 +80,7 @@ def test_bits_per_weight_counts_codes_scales_zeros_and_correction():
     rtn = decompose(W, QuantConfig(method="rtn", bits=4, block_size=128))
     # 4 bits of code + (32-bit scale + 4-bit zero) per 128 weights.
     assert rtn.bits_per_weight() == pytest.approx(4 + (32 + 4) / 128)
-    m = decompose(W, QuantConfig(method="magnitude", bits=4, block_size=128, keep=0.01))
+    m = decompose(W, QuantConfig(method="magnitude", bits=4, block_size=128, keep=0.01, structure="element"))
     nnz = m.correction.values.numel()
     assert m.bits_per_weight() == pytest.approx(4 + 36 / 128 + nnz * 96 / W.numel())
 

@@ -1,0 +1,78 @@
+"""Build every backend's ONNX folder (FP32, ORT's baselines, ours) and validate them per execution provider."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from svdq_edge.apply import quantize_model
+from svdq_edge.config import QuantConfig
+from svdq_edge.data import TextDataset
+from svdq_edge.exporters.export import SizeReport, export_onnx
+from svdq_edge.io import save_quantized
+from svdq_edge.runtime.baselines import BASELINES, build_baseline
+from svdq_edge.runtime.session import available_providers, resolve_provider
+from svdq_edge.runtime.validate import DEFAULT_SHAPES, Backend, BackendResult, validate
+from svdq_edge.sources import LoadedModel, ModelTask
+
+log = logging.getLogger(__name__)
+DEFAULT_BASELINES = ("ort-int8", "ort-rtn4", "ort-hqq4")
+
+
+def shipped_sentences() -> TextDataset:
+    """The 80 sentences shipped with the package, for fidelity checks of feature extractors (no labels)."""
+    text = resources.files("svdq_edge").joinpath("assets/sentences.txt").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return TextDataset("sentences", lines, None, [0] * len(lines), "svdq_edge/assets/sentences.txt")
+
+
+@dataclass
+class BuiltBackends:
+    backends: list[Backend]
+    sizes: dict[str, SizeReport]
+
+
+def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConfig],
+                   baselines: tuple[str, ...] = DEFAULT_BASELINES, accuracy_level: int = 0,
+                   save_quantized_dirs: bool = False) -> BuiltBackends:
+    """FP32 ONNX first, then ORT's baselines built from it, then one export per labelled config of ours.
+
+    `loaded.model` is left untouched (each config quantizes a copy).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    fp32_dir, fp32_sizes, _ = export_onnx(loaded, work / "fp32", overwrite=True)
+    backends = [Backend("fp32", fp32_dir, "FP32 ONNX (torch.onnx dynamo export)")]
+    sizes = {"fp32": fp32_sizes}
+    for name in baselines:
+        if name not in BASELINES:
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        backends.append(Backend(name, build_baseline(name, fp32_dir, work / name), "onnxruntime.quantization"))
+    for label, config in configs.items():
+        q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
+        report = quantize_model(q.model, config)
+        if save_quantized_dirs:
+            save_quantized(q, report, work / f"{label}-quantized", overwrite=True)
+        out, s, _ = export_onnx(q, work / label, config.to_dict(), accuracy_level=accuracy_level, overwrite=True)
+        backends.append(Backend(label, out, f"{config.method} W{config.bits} b{config.block_size} "
+                                            f"keep {config.keep:g} {config.structure.value}"))
+        sizes[label] = s
+    return BuiltBackends(backends, sizes)
+
+
+def providers_to_run(requested: tuple[str, ...] | None, fallback: str | None = None) -> list[str]:
+    """`requested` as given (each must exist unless a fallback is named); None = cpu plus cuda when present."""
+    if requested is None:
+        return ["cpu"] + (["cuda"] if "cuda" in available_providers() else [])
+    return list(dict.fromkeys(resolve_provider(p, fallback) for p in requested))
+
+
+def validate_all(built: BuiltBackends, loaded: LoadedModel, data: TextDataset, providers: list[str],
+                 threads: int | None, shapes=DEFAULT_SHAPES, runs: int = 30,
+                 has_labels: bool = True) -> dict[str, list[BackendResult]]:
+    task = loaded.task.value if loaded.task is not ModelTask.CAUSAL_LM else "causal-lm"
+    vocab = loaded.model.config.vocab_size
+    return {p: validate(built.backends, loaded.tokenizer, data, task, vocab, p, threads, shapes, runs, has_labels)
+            for p in providers}

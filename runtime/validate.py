@@ -1,0 +1,156 @@
+"""Validate ONNX backends side by side on one execution provider: accuracy, fidelity, size, latency, memory.
+
+The first backend is the reference (FP32 ONNX); every other backend is compared with it on the same inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from svdq_edge.data import TextDataset
+from svdq_edge.evaluate import Accuracy, batches
+from svdq_edge.runtime.evaluate import feed
+from svdq_edge.runtime.latency import (
+    LatencyResult,
+    current_rss_mb,
+    measure_interleaved,
+    model_size_mb,
+    peak_rss_mb,
+    reset_peak_rss,
+)
+from svdq_edge.runtime.metrics import cosine_similarity, kl_divergence, mean_pool, top1_agreement
+from svdq_edge.runtime.session import make_session
+from svdq_edge.stats import PairedComparison, paired_compare
+
+DEFAULT_SHAPES = ((1, 128), (8, 128))
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    path: Path  # folder holding model.onnx
+    note: str = ""
+
+
+@dataclass
+class BackendResult:
+    backend: Backend
+    provider: str
+    outputs: np.ndarray  # logits [n, C] or pooled embeddings [n, H]
+    size_mb: float
+    bits: float  # storage bits per weight of the linear layers
+    latency: list[LatencyResult] = field(default_factory=list)
+    rss_mb: float | None = None  # peak RSS growth while the session loads and runs the evaluation
+    acc: Accuracy | None = None
+    vs_fp32: PairedComparison | None = None
+    agree: float | None = None
+    kl: float | None = None
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    task: str = "sequence-classification"
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("provider", "size_mb", "bits", "rss_mb", "agree", "kl",
+                                           "cosine_mean", "cosine_min")}
+        d["backend"] = {"name": self.backend.name, "path": str(self.backend.path), "note": self.backend.note}
+        d["latency"] = [lat.to_dict() for lat in self.latency]
+        if self.acc is not None:
+            d["accuracy"] = {"correct": self.acc.correct, "n": self.acc.n, "value": self.acc.value,
+                             "ci95": list(self.acc.ci)}
+        if self.vs_fp32 is not None:
+            p = self.vs_fp32
+            d["vs_fp32"] = {"diff": p.diff, "ci95": list(p.ci), "mcnemar_p": p.p_value, "b_only": p.b_only,
+                            "a_only": p.a_only}
+        return d
+
+
+def linear_bits_per_weight(model_dir: Path) -> float:
+    """Storage bits per weight of the matmul weights in an ONNX file (MatMulNBits + our corrections, INT8 dynamic
+    MatMulInteger weights, or FP32 MatMul initializers)."""
+    m = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
+    inits = {i.name: i for i in m.graph.initializer}
+
+    def nbytes(name: str) -> int:
+        t = inits.get(name)
+        if t is None:
+            return 0
+        return int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+    bits, weights = 0, 0
+    for node in m.graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            weights += attrs["K"] * attrs["N"]
+            bits += 8 * sum(nbytes(i) for i in node.input[1:])
+        elif node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMul", "Gemm") and \
+                len(node.input) > 1 and node.input[1] in inits and "_corr_" not in node.input[1]:
+            t = inits[node.input[1]]
+            if len(t.dims) != 2:
+                continue
+            weights += int(np.prod(t.dims))
+            bits += 8 * sum(nbytes(i) for i in node.input[1:] if i in inits and i != node.input[0])
+    corr = sum(8 * nbytes(n) for n in inits if "_corr_" in n)
+    return (bits + corr) / weights if weights else 32.0
+
+
+def run_outputs(session, tokenizer, data: TextDataset, task: str, batch_size: int = 32,
+                desc: str = "onnx") -> np.ndarray:
+    """Logits [n, C] for classifiers, mean-pooled embeddings [n, H] for feature extractors."""
+    outs = []
+    n_batches = -(-len(data) // batch_size)
+    for batch in tqdm(batches(tokenizer, data, batch_size), total=n_batches, desc=desc, leave=False):
+        y = session.run(None, feed(session, batch))[0]
+        outs.append(mean_pool(y, batch["attention_mask"].numpy()) if task == "feature-extraction" else y)
+    return np.concatenate(outs)
+
+
+def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: str, vocab: int,
+             provider: str = "cpu", threads: int | None = 2, shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES,
+             runs: int = 30, has_labels: bool = True) -> list[BackendResult]:
+    """Evaluate every backend on `provider`; the first is the FP32 reference.
+
+    Outputs and memory are measured one backend at a time; latency afterwards, interleaved across all backends
+    (see `measure_interleaved`), so the speed-ups compare like with like.
+    """
+    results: list[BackendResult] = []
+    sessions = []
+    for b in backends:
+        reset_peak_rss()
+        before = current_rss_mb()
+        sess = make_session(b.path, provider, threads)
+        out = run_outputs(sess, tokenizer, data, task, desc=b.name)
+        peak = peak_rss_mb()
+        rss = None if before is None or peak is None else peak - before
+        results.append(BackendResult(b, provider, out, model_size_mb(b.path), linear_bits_per_weight(b.path),
+                                     rss_mb=rss, task=task))
+        sessions.append(sess)
+    for bs, seq in shapes:
+        for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs), strict=True):
+            r.latency.append(lat)
+    del sessions
+    _fidelity(results, data, task, has_labels)
+    return results
+
+
+def _fidelity(results: list[BackendResult], data: TextDataset, task: str, has_labels: bool) -> None:
+    ref = results[0]
+    if task == "feature-extraction":
+        for r in results[1:]:
+            cos = cosine_similarity(ref.outputs, r.outputs)
+            r.cosine_mean, r.cosine_min = float(cos.mean()), float(cos.min())
+        return
+    labels = np.asarray(data.labels)
+    ref_correct = (ref.outputs.argmax(-1) == labels).tolist()
+    for i, r in enumerate(results):
+        if has_labels:
+            correct = (r.outputs.argmax(-1) == labels).tolist()
+            r.acc = Accuracy(sum(correct), len(correct))
+            r.vs_fp32 = None if i == 0 else paired_compare(ref_correct, correct)
+        if i:
+            r.agree, r.kl = top1_agreement(ref.outputs, r.outputs), kl_divergence(ref.outputs, r.outputs)

@@ -1,0 +1,72 @@
+"""Option helpers shared by the `svdq-edge` commands."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure
+from svdq_edge.data import DataError
+from svdq_edge.io import OutputExistsError
+from svdq_edge.sources import ModelSourceError
+
+DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
+DEFAULTS = QuantConfig()
+USER_ERRORS = (ConfigError, ModelSourceError, DataError, OutputExistsError, ValueError, FileNotFoundError,
+               RuntimeError)
+
+
+def user_errors(fn):
+    """Turn expected failures into one-line `Error: ...` messages (exit code 1) instead of tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+    return wrapper
+
+
+def quant_options(fn):
+    """Options shared by every command that quantizes."""
+    opts = [
+        click.option("--bits", type=int, default=DEFAULTS.bits, show_default=True,
+                     help=f"code width, one of {SUPPORTED_BITS}"),
+        click.option("--block-size", type=int, default=DEFAULTS.block_size, show_default=True,
+                     help="block length along K (power of two, 16-256)"),
+        click.option("--keep", type=float, default=DEFAULTS.keep, show_default=True,
+                     help="fraction of each layer's weights kept in FP32 (0-0.5)"),
+        click.option("--structure", type=click.Choice([s.value for s in Structure]),
+                     default=DEFAULTS.structure.value, show_default=True, help="shape of the FP32 part"),
+        click.option("--rank", type=float, default=None,
+                     help="SVD rank for svd scores (>= 1), or an energy fraction in (0, 1); default per method"),
+        click.option("--symmetric", is_flag=True, help="symmetric codes (no per-block zero point search)"),
+        click.option("--clip/--no-clip", default=DEFAULTS.clip, show_default=True,
+                     help="per-block range shrink search"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--skip", default=",".join(DEFAULTS.skip), show_default=True,
+                     help="comma-separated module-name substrings left in FP32"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip) -> QuantConfig:
+    if rank is not None and float(rank).is_integer():
+        rank = int(rank)
+    skip_t = tuple(s for s in skip.split(",") if s)
+    return QuantConfig(bits=bits, block_size=block_size, keep=keep, structure=structure, rank=rank,
+                       symmetric=symmetric, clip=clip, seed=seed, method=method, skip=skip_t)
+
+
+def require_classifier(loaded) -> None:
+    from svdq_edge.sources import ModelTask
+
+    if loaded.task is not ModelTask.SEQUENCE_CLASSIFICATION:
+        raise ValueError(f"{loaded.source}: a sequence-classification model is needed for GLUE accuracy")
+    if loaded.tokenizer is None:
+        raise ValueError(f"{loaded.source}: no tokenizer files")

@@ -1,0 +1,163 @@
+"""`svdq-edge run` (the main job) and `svdq-edge compare` (methods and backends side by side)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+
+DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
+DEFAULT_OUT = Path("svdq-edge-out")
+
+
+def backend_options(fn):
+    opts = [
+        click.option("--providers", default=None,
+                     help="comma-separated execution providers (cpu, cuda); default: cpu, plus cuda when present"),
+        click.option("--fallback", type=click.Choice(["cpu"]), default=None,
+                     help="run on this provider when a requested one is missing (never silent: it is reported)"),
+        click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime intra-op threads"),
+        click.option("--runs", type=int, default=30, show_default=True, help="timed runs per latency shape"),
+        click.option("--shapes", default="1x128,8x128", show_default=True, help="latency shapes, batch x seq"),
+        click.option("--accuracy-level", type=click.IntRange(0, 4), default=0, show_default=True,
+                     help="MatMulNBits accuracy_level of our exports (4: int8 activations on CPU)"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--shapes must look like 1x128,8x128, got {text!r}") from None
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise ValueError(f"--shapes must look like 1x128,8x128, got {text!r}")
+    return shapes
+
+
+def _providers(text: str | None, fallback: str | None) -> list[str]:
+    from svdq_edge.runtime.pipeline import providers_to_run
+
+    requested = None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+    chosen = providers_to_run(requested, fallback)
+    if requested and fallback and set(chosen) != set(requested):
+        click.echo(f"note: requested providers {', '.join(requested)}; running on {', '.join(chosen)} "
+                   f"(--fallback {fallback})", err=True)
+    return chosen
+
+
+def _validate_and_report(loaded, built, data, out, title, providers, threads, shapes, runs, has_labels,
+                         extra_md="", meta=None):
+    from svdq_edge.runtime.pipeline import validate_all
+    from svdq_edge.runtime.report import backend_table, write_report
+
+    tables = validate_all(built, loaded, data, providers, threads, shapes, runs, has_labels)
+    for provider, results in tables.items():
+        click.echo(f"\n{title}: {provider.upper()} execution provider, {threads} threads, n={len(data)}")
+        click.echo(backend_table(results))
+    files = write_report(out, title, tables, extra_md, meta)
+    click.echo("\nsizes: " + "; ".join(f"{k} {s.summary()}" for k, s in built.sizes.items() if k != "fp32"))
+    click.echo("wrote " + ", ".join(str(f) for f in files))
+    return tables
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="GLUE TSV for accuracy (classifiers); default: fidelity on the sentences shipped with svdq-edge")
+@click.option("--method", default=DEFAULTS.method, show_default=True, help="saliency method")
+@quant_options
+@backend_options
+@click.option("--baselines", default="ort-int8,ort-rtn4", show_default=True, help="ORT baselines to build")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True)
+@click.option("--limit", type=int, default=None, help="first N examples only")
+@user_errors
+def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_level, baselines, out, limit,
+        **q):
+    """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
+    own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
+    from svdq_edge.data import read_glue_tsv
+    from svdq_edge.runtime.pipeline import build_backends, shipped_sentences
+    from svdq_edge.sources import load_model
+
+    config = make_config(method, **q)
+    shape_list = _parse_shapes(shapes)
+    provider_list = _providers(providers, fallback)
+    ds = read_glue_tsv(data, limit) if data else shipped_sentences().head(limit)
+    loaded = load_model(model)
+    if data:
+        require_classifier(loaded)
+    names = tuple(b for b in baselines.split(",") if b)
+    built = build_backends(loaded, out / "backends", {"ours": config}, names, accuracy_level,
+                           save_quantized_dirs=True)
+    title = f"svdq-edge run: {Path(loaded.source).name} ({loaded.task.value}), ours = {built.backends[-1].note}"
+    _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs,
+                         has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True,
+              help="comma-separated saliency methods for the PyTorch table")
+@click.option("--bits-list", default="4,3", show_default=True, help="comma-separated bit widths, one table each")
+@quant_options
+@backend_options
+@click.option("--backends", default="ort-int8,ort-rtn4,ort-hqq4", show_default=True,
+              help="ORT baselines for the ONNX tables ('none' skips the ONNX part)")
+@click.option("--onnx-methods", default=DEFAULTS.method, show_default=True,
+              help="our methods exported to ONNX (at the first of --bits-list)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="report folder (default: svdq-edge-out/compare-<task>)")
+@click.option("--limit", type=int, default=None, help="first N examples only")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@user_errors
+def compare(model, data, methods, bits_list, providers, fallback, threads, runs, shapes, accuracy_level, backends,
+            onnx_methods, out, limit, batch_size, **q):
+    """Compare saliency methods (PyTorch) and ONNX backends (ONNX Runtime) on the same examples."""
+    from svdq_edge.compare import compare_methods, results_table
+    from svdq_edge.data import read_glue_tsv
+    from svdq_edge.runtime.pipeline import build_backends
+    from svdq_edge.sources import load_model
+
+    ds = read_glue_tsv(data, limit)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    bits_values = [int(b) for b in bits_list.split(",") if b.strip()]
+    q.pop("bits")
+    configs_by_bits = {b: {m: make_config(m, bits=b, **q) for m in names} for b in bits_values}  # validate first
+    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], **q)
+                    for m in onnx_methods.split(",") if m.strip()}
+    do_onnx = backends.strip().lower() != "none"
+    shape_list, provider_list = (_parse_shapes(shapes), _providers(providers, fallback)) if do_onnx else ([], [])
+    out = out or DEFAULT_OUT / f"compare-{ds.task}"
+    loaded = load_model(model)
+    require_classifier(loaded)
+    md, dump = [], {}
+    for b, configs in configs_by_bits.items():
+        results = compare_methods(loaded, ds, configs, batch_size)
+        c0 = next(iter(configs.values()))
+        head = (f"{ds.task} dev, n={len(ds)}, PyTorch: W{b} block {c0.block_size}, keep {c0.keep:g}, "
+                f"structure {c0.structure.value}, clip {c0.clip}")
+        table = results_table(results)
+        click.echo(f"\n{head}\n{table}")
+        md += [f"## {head}", "", table, ""]
+        dump[f"W{b}"] = [{"method": r.label, "acc": r.acc.value, "n": r.acc.n, "ci95": r.acc.ci, "kl": r.kl,
+                          "agree": r.agree, "out_err": r.out_err, "bits": r.bits, "seconds": r.seconds,
+                          "config": None if r.config is None else r.config.to_dict()} for r in results]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pytorch.json").write_text(json.dumps(dump, indent=2))
+    if not do_onnx:
+        (out / "report.md").write_text("\n".join(md))
+        click.echo(f"\nwrote {out / 'pytorch.json'}, {out / 'report.md'}")
+        return
+    baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
+    built = build_backends(loaded, out / "backends", onnx_configs, baseline_names, accuracy_level)
+    title = f"svdq-edge compare: {Path(loaded.source).name} on {ds.task} dev"
+    _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
+                         extra_md="\n".join(md), meta={"data": ds.path,
+                                                       "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
