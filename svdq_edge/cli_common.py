@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import click
 
@@ -11,7 +13,6 @@ from svdq_edge.data import DataError
 from svdq_edge.io import OutputExistsError
 from svdq_edge.sources import ModelSourceError
 
-DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
 DEFAULTS = QuantConfig()
 USER_ERRORS = (ConfigError, ModelSourceError, DataError, OutputExistsError, ValueError, FileNotFoundError,
                RuntimeError)
@@ -49,18 +50,43 @@ def quant_options(fn):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--skip", default=",".join(DEFAULTS.skip), show_default=True,
                      help="comma-separated module-name substrings left in FP32"),
+        click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                     help="JSON recipe (see models/): its config replaces the defaults; options given on the "
+                          "command line still win"),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip) -> QuantConfig:
+def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip,
+                recipe: Path | None = None) -> QuantConfig:
+    """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
     if rank is not None and float(rank).is_integer():
         rank = int(rank)
-    skip_t = tuple(s for s in skip.split(",") if s)
-    return QuantConfig(bits=bits, block_size=block_size, keep=keep, structure=structure, rank=rank,
-                       symmetric=symmetric, clip=clip, seed=seed, method=method, skip=skip_t)
+    given = {"method": method, "bits": bits, "block_size": block_size, "keep": keep, "structure": structure,
+             "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
+             "skip": tuple(s for s in skip.split(",") if s)}
+    if recipe is None:
+        return QuantConfig(**given)
+    base = read_recipe(recipe)["config"]
+    ctx = click.get_current_context(silent=True)
+    for key, value in given.items():
+        src = None if ctx is None else ctx.get_parameter_source(key)
+        if src is not None and src is not click.core.ParameterSource.DEFAULT:
+            base[key] = value
+    return QuantConfig.from_dict(base)
+
+
+def read_recipe(path: Path) -> dict:
+    """A model recipe: {"model": hub id or null, "task": ..., "config": {QuantConfig fields}, "notes": ...}."""
+    try:
+        recipe = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON recipe ({e})") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("config"), dict):
+        raise ValueError(f"{path}: a recipe needs a \"config\" object")
+    return recipe
 
 
 def require_classifier(loaded) -> None:
