@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 
+from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.io import prepare_output
@@ -34,7 +35,8 @@ class SizeReport:
     correction: int = 0  # FP32 correction tensors
     embeddings: int = 0  # token / position embedding tables
     other: int = 0  # everything else (norms, biases, heads, unquantized linears)
-    quantized_fp32: int = 0  # what the quantized layers' weights take as FP32 [N, K]
+    quantized_embeddings: int = 0  # the part of `embeddings` that is block-quantized
+    quantized_fp32: int = 0  # what the quantized layers' (and tables') weights take as FP32
     fp32_equivalent: int = 0  # the same file with every quantized weight stored as FP32 instead
     file_bytes: int = 0  # model.onnx (+ external data) on disk
 
@@ -60,12 +62,18 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
     return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
 
 
-def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]) -> SizeReport:
+def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]],
+                embedding_shapes: dict[str, tuple[int, int]] | None = None) -> SizeReport:
+    """Initializer bytes by role. `quant_shapes` / `embedding_shapes`: [N, K] of each quantized linear / table."""
     r = SizeReport()
+    embedding_shapes = embedding_shapes or {}
     for t in model.graph.initializer:
         b = _tensor_bytes(t)
         layer = next((n for n in quant_shapes if t.name.startswith(n + ".weight_")), None)
-        if layer is not None:
+        if any(t.name.startswith(n + ".weight_") for n in embedding_shapes):
+            r.embeddings += b
+            r.quantized_embeddings += b
+        elif layer is not None:
             if "_corr_" in t.name:
                 r.correction += b
             elif t.name.endswith(("_scales", "_zp")) or "_Q" in t.name[len(layer):]:
@@ -76,7 +84,7 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
             r.embeddings += b
         else:
             r.other += b
-    r.quantized_fp32 = sum(4 * n * k for n, k in quant_shapes.values())
+    r.quantized_fp32 = sum(4 * n * k for n, k in (quant_shapes | embedding_shapes).values())
     return r
 
 
@@ -92,23 +100,31 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     if quant:
         ops = splice_quantized(model, quant, element_form, accuracy_level)
         for name, q in quant.items():
+            if isinstance(q, QuantEmbedding):
+                p = q.packed
+                layers[name] = {"kind": "embedding", "shape": [p.N, p.K], "bits": p.bits,
+                                "block_size": p.block_size, "bits_per_weight": round(8 * p.nbytes() / (p.N * p.K), 4),
+                                "traced_op": ops[name]}
+                continue
             m = q.mixed
-            layers[name] = {"shape": list(m.shape), "bits": m.packed.bits, "block_size": m.packed.block_size,
-                            "structure": q.structure, "bits_per_weight": round(m.bits_per_weight(), 4),
-                            "traced_op": ops[name]}
+            layers[name] = {"kind": "linear", "shape": list(m.shape), "bits": m.packed.bits,
+                            "block_size": m.packed.block_size, "structure": q.structure,
+                            "bits_per_weight": round(m.bits_per_weight(), 4), "traced_op": ops[name]}
     meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
             "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output}
     if quant_config is not None:
         meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
         meta["svdq_edge.layers"] = json.dumps(layers)
     onnx.helper.set_model_props(model, meta)
-    sizes = size_report(model, {n: tuple(v["shape"]) for n, v in layers.items()})
+    sizes = size_report(model, {n: tuple(v["shape"]) for n, v in layers.items() if v["kind"] == "linear"},
+                        {n: tuple(v["shape"]) for n, v in layers.items() if v["kind"] == "embedding"})
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
         onnx.checker.check_model(str(tmp / ONNX_FILE))
         sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
-        sizes.fp32_equivalent = sizes.file_bytes - sizes.linears - sizes.correction + sizes.quantized_fp32
+        sizes.fp32_equivalent = (sizes.file_bytes - sizes.linears - sizes.correction - sizes.quantized_embeddings
+                                 + sizes.quantized_fp32)
         loaded.model.config.save_pretrained(tmp)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.linear import MS_DOMAIN, quant_linear_fragment
 from svdq_edge.modules import QuantLinear
 
@@ -26,12 +28,17 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _fingerprints(quant: dict[str, QuantLinear]) -> dict[tuple[tuple[int, int], str], tuple[str, bool]]:
-    """(shape, digest) -> (layer name, weight is transposed [K, N])."""
+def _fingerprints(quant: dict[str, QuantLinear | QuantEmbedding]) -> dict[tuple[tuple[int, int], str],
+                                                                          tuple[str, bool]]:
+    """(shape, digest) -> (layer name, weight is transposed [K, N]); embeddings only untransposed."""
     out: dict[tuple[tuple[int, int], str], tuple[str, bool]] = {}
     for name, q in quant.items():
-        W = q.effective_weight().detach().cpu().numpy()
-        for arr, transposed in ((W.T, True), (W, False)):
+        if isinstance(q, QuantEmbedding):
+            forms = ((q.table().detach().cpu().numpy(), False),)
+        else:
+            W = q.effective_weight().detach().cpu().numpy()
+            forms = ((W.T, True), (W, False))
+        for arr, transposed in forms:
             key = (arr.shape, _digest(arr))
             if key in out and out[key][0] != name:
                 raise SpliceError(f"layers {out[key][0]} and {name} have identical weights; cannot tell them apart")
@@ -39,9 +46,9 @@ def _fingerprints(quant: dict[str, QuantLinear]) -> dict[tuple[tuple[int, int], 
     return out
 
 
-def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear], element_form: str = "auto",
+def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear | QuantEmbedding], element_form: str = "auto",
                      accuracy_level: int = 0) -> dict[str, str]:
-    """Replace, in place, each quantized layer's MatMul/Gemm; returns {layer name: replaced node's op}."""
+    """Replace, in place, each quantized layer's MatMul/Gemm (embedding's Gather); returns {name: replaced op}."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     prints = _fingerprints(quant)
@@ -54,6 +61,13 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear], elem
             new_nodes.append(node)
             continue
         name, transposed = match
+        if isinstance(quant[name], QuantEmbedding):
+            frag = quant_embedding_fragment(name, quant[name].packed, node.input[1], node.output[0])
+            new_nodes.extend(frag.nodes)
+            if name not in found:  # a table gathered twice (e.g. tied) shares its initializers
+                graph.initializer.extend(frag.initializers)
+            found[name] = node.op_type
+            continue
         if name in found:
             raise SpliceError(f"layer {name} appears twice in the traced graph")
         if node.op_type == "Gemm" and not _plain_gemm(node, transposed):
@@ -79,6 +93,14 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear], elem
 
 
 def _match(node, inits, prints, shapes):
+    if node.op_type == "Gather":
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if axis != 0 or node.input[0] not in inits:
+            return None
+        init = inits[node.input[0]]
+        hit = prints.get((tuple(init.dims), _digest(numpy_helper.to_array(init)))) \
+            if tuple(init.dims) in shapes and init.data_type == onnx.TensorProto.FLOAT else None
+        return hit if hit is not None and not hit[1] else None
     if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
         return None
     init = inits[node.input[1]]

@@ -11,6 +11,7 @@ import onnx
 import torch
 from torch import nn
 
+from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear
 from svdq_edge.sources import ModelTask
 
@@ -49,22 +50,28 @@ def input_names_for(model: nn.Module) -> list[str]:
     return names
 
 
-def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear]]:
-    """A copy of `model` with every QuantLinear replaced by an nn.Linear holding its effective weight.
+def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | QuantEmbedding]]:
+    """A copy of `model` with every QuantLinear (QuantEmbedding) replaced by an nn.Linear (nn.Embedding) holding
+    its effective weight.
 
     The exporter then traces an ordinary graph; the quantized layers are found again by their weights and swapped
-    for MatMulNBits (see splice.py).
+    for MatMulNBits / GatherBlockQuantized (see splice.py).
     """
     dense = copy.deepcopy(model)
-    quant = {n: m for n, m in dense.named_modules() if isinstance(m, QuantLinear)}
+    quant = {n: m for n, m in dense.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
     for name, q in quant.items():
-        lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(q.effective_weight())
-            if q.bias is not None:
-                lin.bias.copy_(q.bias)
+        if isinstance(q, QuantEmbedding):
+            new = nn.Embedding(q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
+            with torch.no_grad():
+                new.weight.copy_(q.table())
+        else:
+            new = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
+            with torch.no_grad():
+                new.weight.copy_(q.effective_weight())
+                if q.bias is not None:
+                    new.bias.copy_(q.bias)
         parent, _, child = name.rpartition(".")
-        setattr(dense.get_submodule(parent) if parent else dense, child, lin)
+        setattr(dense.get_submodule(parent) if parent else dense, child, new)
     return dense, quant
 
 

@@ -12,6 +12,7 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.config import QuantConfig
 from svdq_edge.decompose import decompose, relative_error
+from svdq_edge.embedding import quantize_input_embedding
 from svdq_edge.modules import QuantLinear
 from svdq_edge.saliency import ScoreContext, get
 
@@ -122,5 +123,12 @@ def quantize_model(model: nn.Module, config: QuantConfig, input_scales: dict[str
                                          mixed.kept_fraction(), None if mixed.structure is None else
                                          mixed.structure.value))
         _set_module(model, name, QuantLinear(mixed, module.bias))
+    if config.embedding_bits is not None:
+        E = model.get_input_embeddings().weight.detach().float()
+        emb_name, q = quantize_input_embedding(model, config.embedding_bits, config.block_size, config.symmetric,
+                                               config.clip)
+        p = q.packed
+        report.layers.append(LayerReport(emb_name, tuple(E.shape), 8.0 * p.nbytes() / E.numel(),
+                                         relative_error(E, q.table()), 0.0, None))
     report.seconds = time.perf_counter() - start
     return report

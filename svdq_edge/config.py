@@ -40,6 +40,8 @@ class QuantConfig:
                  or None for the method's default.
     clip:        search a per-block shrink ratio of the min/max range that minimises the block's squared error.
     seed:        seed of the `random` method (and of randomized SVD).
+    embedding_bits: None keeps the input token embedding in FP32; 2, 4 or 8 block-quantizes it (same block_size),
+                 exported as GatherBlockQuantized.
     skip:        module-name substrings left in FP32 (task heads by default).
     """
 
@@ -53,6 +55,7 @@ class QuantConfig:
     clip: bool = True
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
+    embedding_bits: int | None = None
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
@@ -67,6 +70,8 @@ class QuantConfig:
             raise ConfigError(f"keep must be a fraction in [0, 0.5], got {self.keep}")
         if self.rank is not None:
             self._check_rank()
+        if self.embedding_bits is not None and self.embedding_bits not in (2, 4, 8):
+            raise ConfigError(f"embedding_bits must be 2, 4, 8 or None, got {self.embedding_bits}")
         from svdq_edge.saliency import available  # local import: the registry imports this module
 
         if self.method not in available():

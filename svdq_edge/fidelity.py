@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 def output_error(W: Tensor, W_hat: Tensor, X: Tensor) -> float:
     """||X (W - W_hat)^T||_F / ||X W^T||_F for X [rows, in], W, W_hat [out, in]."""
-    X = X.float()
-    return float(torch.linalg.norm(X @ (W.float() - W_hat).T) / torch.linalg.norm(X @ W.float().T).clamp_min(1e-30))
+    X, W, W_hat = X.detach().float(), W.detach().float(), W_hat.detach().float()
+    return float(torch.linalg.norm(X @ (W - W_hat).T) / torch.linalg.norm(X @ W.T).clamp_min(1e-30))
 
 
 @torch.no_grad()

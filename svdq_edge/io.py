@@ -20,6 +20,7 @@ from torch import nn
 
 from svdq_edge.apply import QuantReport, _set_module
 from svdq_edge.config import QuantConfig
+from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear
 from svdq_edge.sources import AUTO_CLASS, LoadedModel, ModelTask, load_tokenizer
 
@@ -57,7 +58,7 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model = loaded.model
-        layers = {n: m.layer_meta() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+        layers = {n: m.layer_meta() for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format": FORMAT_VERSION, "config": report.config.to_dict(), "task": loaded.task.value,
@@ -105,14 +106,15 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig]:
     for name, lm in meta["layers"].items():
         prefix = name + "."
         tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        _set_module(model, name, QuantLinear.from_tensors(lm, tensors))
+        cls = QuantEmbedding if lm.get("kind") == "embedding" else QuantLinear
+        _set_module(model, name, cls.from_tensors(lm, tensors))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    if hasattr(model, "tie_weights") and not any(isinstance(m, QuantEmbedding) for m in model.modules()):
+        model.tie_weights()  # a quantized table's tied head was saved with its own (dequantized) weight
     model.eval()
     config = QuantConfig.from_dict(meta["config"])
     return LoadedModel(model, load_tokenizer(str(path)), task, meta["source"]), config

@@ -103,3 +103,32 @@ def test_existing_output_is_refused_and_left_alone(tmp_path):
     with pytest.raises(OutputExistsError):
         export_onnx(LoadedModel(model, None, detect_task(model.config), "tiny"), out)
     assert (out / "mine").read_text() == "x"
+
+
+def test_quantized_embedding_exports_as_gather_block_quantized(tiny_model, tmp_path):
+    from svdq_edge.embedding import QuantEmbedding
+    from svdq_edge.io import load_quantized, save_quantized
+
+    kind, model = tiny_model
+    cfg = QuantConfig(bits=4, block_size=32, keep=0.02, embedding_bits=4)
+    report = quantize_model(model, cfg, progress=False)
+    emb = model.get_input_embeddings()
+    assert isinstance(emb, QuantEmbedding) and report.layers[-1].name.endswith(("word_embeddings", "embed_tokens",
+                                                                                "wte"))
+    loaded = LoadedModel(model, None, detect_task(model.config), f"tiny-{kind}")
+    # Save / reload keeps the quantized table and the outputs.
+    again, _ = load_quantized(save_quantized(loaded, report, tmp_path / "q"))
+    batch = feed_for(model, 2, 5)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, again.model(**batch).logits)
+    out, sizes, layers = export_onnx(loaded, tmp_path / "onnx", cfg.to_dict())
+    counts = op_counts(out / "model.onnx")
+    assert counts["GatherBlockQuantized"] >= 1  # transformers' GPT-2 gathers its table twice
+    emb_shape = (emb.num_embeddings, emb.embedding_dim)
+    m = onnx.load(str(out / "model.onnx"))
+    fp32_tables = {i.name for i in m.graph.initializer if tuple(i.dims) == emb_shape and i.data_type == 1}
+    assert not any(n.op_type == "Gather" and n.input[0] in fp32_tables for n in m.graph.node)
+    assert sizes.quantized_embeddings > 0
+    ref, got, mask = run_both(model, out)
+    valid = mask.astype(bool) if kind != "bert" else slice(None)
+    np.testing.assert_allclose(got[valid], ref[valid], atol=1e-4, rtol=1e-4)
