@@ -19,7 +19,7 @@ from svdq_edge.runtime.validate import DEFAULT_SHAPES, Backend, BackendResult, v
 from svdq_edge.sources import LoadedModel, ModelTask
 
 log = logging.getLogger(__name__)
-DEFAULT_BASELINES = ("ort-int8", "ort-rtn4", "ort-hqq4")
+DEFAULT_BASELINES = ("ort-int8", "ort-rtn4", "ort-rtn4-acc4", "ort-hqq4")
 
 
 def shipped_sentences() -> TextDataset:
@@ -36,9 +36,10 @@ class BuiltBackends:
 
 
 def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConfig],
-                   baselines: tuple[str, ...] = DEFAULT_BASELINES, accuracy_level: int = 0,
+                   baselines: tuple[str, ...] = DEFAULT_BASELINES, accuracy_levels: tuple[int, ...] = (0,),
                    save_quantized_dirs: bool = False) -> BuiltBackends:
-    """FP32 ONNX first, then ORT's baselines built from it, then one export per labelled config of ours.
+    """FP32 ONNX first, then ORT's baselines built from it, then our exports: one per labelled config and
+    MatMulNBits accuracy level (level 0 keeps the label, level L adds `-accL`).
 
     `loaded.model` is left untouched (each config quantizes a copy).
     """
@@ -55,10 +56,13 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
         report = quantize_model(q.model, config)
         if save_quantized_dirs:
             save_quantized(q, report, work / f"{label}-quantized", overwrite=True)
-        out, s, _ = export_onnx(q, work / label, config.to_dict(), accuracy_level=accuracy_level, overwrite=True)
-        backends.append(Backend(label, out, f"{config.method} W{config.bits} b{config.block_size} "
-                                            f"keep {config.keep:g} {config.structure.value}"))
-        sizes[label] = s
+        for level in accuracy_levels:
+            name = label if level == 0 else f"{label}-acc{level}"
+            out, s, _ = export_onnx(q, work / name, config.to_dict(), accuracy_level=level, overwrite=True)
+            backends.append(Backend(name, out, f"{config.method} W{config.bits} b{config.block_size} "
+                                               f"keep {config.keep:g} {config.structure.value}, "
+                                               f"accuracy_level {level}"))
+            sizes[name] = s
     return BuiltBackends(backends, sizes)
 
 

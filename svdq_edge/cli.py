@@ -38,7 +38,9 @@ def quantize(model, output, method, overwrite, **q):
     loaded = load_model(model)
     report = quantize_model(loaded.model, config)
     save_quantized(loaded, report, output, overwrite=overwrite)
-    click.echo(f"quantized {len(report.layers)} layers in {report.seconds:.1f}s: {report.mean_bits():.2f} bits/weight, "
+    n_emb = 1 if config.embedding_bits is not None else 0
+    what = f"{len(report.layers) - n_emb} linear layers" + (" and the token embedding" if n_emb else "")
+    click.echo(f"quantized {what} in {report.seconds:.1f}s: {report.mean_bits():.2f} bits/weight, "
                f"mean relative weight error {report.mean_rel_error():.4f} -> {output}")
 
 

@@ -50,8 +50,9 @@ def quant_options(fn):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--skip", default=",".join(DEFAULTS.skip), show_default=True,
                      help="comma-separated module-name substrings left in FP32"),
-        click.option("--embedding-bits", type=click.Choice(["2", "4", "8"]), default=None,
-                     help="also block-quantize the input token embedding (GatherBlockQuantized in ONNX)"),
+        click.option("--embedding-bits", type=click.Choice(["none", "2", "4", "8"]),
+                     default=str(DEFAULTS.embedding_bits), show_default=True,
+                     help="block-quantize the input token embedding (GatherBlockQuantized in ONNX); none keeps FP32"),
         click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="JSON recipe (see models/): its config replaces the defaults; options given on the "
                           "command line still win"),
@@ -69,7 +70,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
     given = {"method": method, "bits": bits, "block_size": block_size, "keep": keep, "structure": structure,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
-             "embedding_bits": None if embedding_bits is None else int(embedding_bits)}
+             "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits)}
     if recipe is None:
         return QuantConfig(**given)
     base = read_recipe(recipe)["config"]

@@ -22,12 +22,23 @@ def backend_options(fn):
         click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime intra-op threads"),
         click.option("--runs", type=int, default=30, show_default=True, help="timed runs per latency shape"),
         click.option("--shapes", default="1x128,8x128", show_default=True, help="latency shapes, batch x seq"),
-        click.option("--accuracy-level", type=click.IntRange(0, 4), default=0, show_default=True,
-                     help="MatMulNBits accuracy_level of our exports (4: int8 activations on CPU)"),
+        click.option("--accuracy-levels", default="0,4", show_default=True,
+                     help="MatMulNBits accuracy_level of our exports, one backend each (0: FP32 compute, "
+                          "bit-faithful to PyTorch; 4: int8 activations on CPU, faster)"),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def _parse_levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        levels = ()
+    if not levels or any(v not in (0, 1, 2, 3, 4) for v in levels):
+        raise ValueError(f"--accuracy-levels must be a comma-separated list of 0-4, got {text!r}")
+    return levels
 
 
 def _parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -73,11 +84,12 @@ def _validate_and_report(loaded, built, data, out, title, providers, threads, sh
 @click.option("--method", default=DEFAULTS.method, show_default=True, help="saliency method")
 @quant_options
 @backend_options
-@click.option("--baselines", default="ort-int8,ort-rtn4", show_default=True, help="ORT baselines to build")
+@click.option("--baselines", default="ort-int8,ort-rtn4,ort-rtn4-acc4", show_default=True,
+              help="ORT baselines to build")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True)
 @click.option("--limit", type=int, default=None, help="first N examples only")
 @user_errors
-def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_level, baselines, out, limit,
+def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_levels, baselines, out, limit,
         **q):
     """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
@@ -86,6 +98,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     from svdq_edge.sources import load_model
 
     config = make_config(method, **q)
+    levels = _parse_levels(accuracy_levels)
     shape_list = _parse_shapes(shapes)
     provider_list = _providers(providers, fallback)
     ds = read_glue_tsv(data, limit) if data else shipped_sentences().head(limit)
@@ -93,8 +106,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     if data:
         require_classifier(loaded)
     names = tuple(b for b in baselines.split(",") if b)
-    built = build_backends(loaded, out / "backends", {"ours": config}, names, accuracy_level,
-                           save_quantized_dirs=True)
+    built = build_backends(loaded, out / "backends", {"ours": config}, names, levels, save_quantized_dirs=True)
     title = f"svdq-edge run: {Path(loaded.source).name} ({loaded.task.value}), ours = {built.backends[-1].note}"
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs,
                          has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
@@ -108,7 +120,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.option("--bits-list", default="4,3", show_default=True, help="comma-separated bit widths, one table each")
 @quant_options
 @backend_options
-@click.option("--backends", default="ort-int8,ort-rtn4,ort-hqq4", show_default=True,
+@click.option("--backends", default="ort-int8,ort-rtn4,ort-rtn4-acc4,ort-hqq4", show_default=True,
               help="ORT baselines for the ONNX tables ('none' skips the ONNX part)")
 @click.option("--onnx-methods", default=DEFAULTS.method, show_default=True,
               help="our methods exported to ONNX (at the first of --bits-list)")
@@ -117,7 +129,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.option("--limit", type=int, default=None, help="first N examples only")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @user_errors
-def compare(model, data, methods, bits_list, providers, fallback, threads, runs, shapes, accuracy_level, backends,
+def compare(model, data, methods, bits_list, providers, fallback, threads, runs, shapes, accuracy_levels, backends,
             onnx_methods, out, limit, batch_size, **q):
     """Compare saliency methods (PyTorch) and ONNX backends (ONNX Runtime) on the same examples."""
     from svdq_edge.compare import compare_methods, results_table
@@ -133,6 +145,7 @@ def compare(model, data, methods, bits_list, providers, fallback, threads, runs,
     onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], **q)
                     for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
+    levels = _parse_levels(accuracy_levels)
     shape_list, provider_list = (_parse_shapes(shapes), _providers(providers, fallback)) if do_onnx else ([], [])
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
     loaded = load_model(model)
@@ -156,7 +169,7 @@ def compare(model, data, methods, bits_list, providers, fallback, threads, runs,
         click.echo(f"\nwrote {out / 'pytorch.json'}, {out / 'report.md'}")
         return
     baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
-    built = build_backends(loaded, out / "backends", onnx_configs, baseline_names, accuracy_level)
+    built = build_backends(loaded, out / "backends", onnx_configs, baseline_names, levels)
     title = f"svdq-edge compare: {Path(loaded.source).name} on {ds.task} dev"
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
                          extra_md="\n".join(md), meta={"data": ds.path,

@@ -27,8 +27,8 @@ class ConfigError(ValueError):
 class QuantConfig:
     """Everything that determines a quantized model, given the FP32 weights.
 
-    Defaults (range saliency, channel structure, clipping on) are the best data-free setting we measured whose
-    ONNX correction stays cheap; see the README's method table for the numbers behind them.
+    Defaults (range saliency, channel structure, clipping on, 4-bit embedding table) are the best data-free setting
+    we measured whose ONNX correction stays cheap; docs/results.md has the numbers behind them.
 
     bits:        2, 3, 4 or 8 (3-bit codes are stored in a 4-bit container, as MatMulNBits has no 3-bit layout).
     block_size:  power of two in [16, 256]; blocks run along K (the input dimension) per output row.
@@ -55,7 +55,7 @@ class QuantConfig:
     clip: bool = True
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
-    embedding_bits: int | None = None
+    embedding_bits: int | None = 4
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.

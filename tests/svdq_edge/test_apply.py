@@ -10,7 +10,7 @@ from svdq_edge.io import load_quantized, quantized_layers, save_quantized
 from svdq_edge.modules import QuantLinear
 from svdq_edge.sources import LoadedModel, detect_task
 
-CFG = QuantConfig(method="range", bits=4, block_size=32, keep=0.02)
+CFG = QuantConfig(method="range", bits=4, block_size=32, keep=0.02, embedding_bits=None)  # linears only
 
 
 def inputs_for(model):

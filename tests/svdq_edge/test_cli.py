@@ -27,11 +27,11 @@ def test_quantize_inspect_round_trip(tiny_bert_dir, tmp_path):
     out = tmp_path / "q"
     r = run("quantize", tiny_bert_dir, "-o", out, "--bits", 3, "--block-size", 32, "--method", "svd", "--rank", 4)
     assert r.exit_code == 0, r.output
-    assert "quantized 12 layers" in r.output
+    assert "quantized 12 linear layers and the token embedding" in r.output
     meta = json.loads((out / "quant_config.json").read_text())
     assert meta["config"]["bits"] == 3 and meta["config"]["rank"] == 4
     r = run("inspect", out)
-    assert r.exit_code == 0 and "bert.encoder.layer.1.output.dense" in r.output and "12 layers" in r.output
+    assert r.exit_code == 0 and "bert.encoder.layer.1.output.dense" in r.output and "13 layers" in r.output
 
 
 @pytest.mark.parametrize("args, needles", [
