@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 class QuantConfig:
     """Everything that determines a quantized model, given the FP32 weights.
 
-    Defaults (range saliency, channel structure, clipping on, 4-bit embedding table) are the best data-free setting
+    Defaults (range saliency, channel structure, no clipping, 4-bit embedding table) are the best data-free setting
     we measured whose ONNX correction stays cheap; docs/results.md has the numbers behind them.
 
     bits:        2, 3, 4 or 8 (3-bit codes are stored in a 4-bit container, as MatMulNBits has no 3-bit layout).
@@ -52,7 +52,7 @@ class QuantConfig:
     keep: float = 0.01
     structure: Structure = Structure.CHANNEL
     rank: int | float | None = None
-    clip: bool = True
+    clip: bool = False
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
     embedding_bits: int | None = 4
