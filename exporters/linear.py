@@ -27,8 +27,9 @@ from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCor
 MS_DOMAIN = "com.microsoft"
 ELEMENT_FORMS = ("auto", "ell", "compact")
 # Cost model for "auto": one ELL slot (a gather, multiply and reduce of one float per row of x) costs about this many
-# multiply-adds of a dense GEMM on the same row. Measured by runtime/bench_correction.py on this project's CPU.
-ELL_SLOT_COST = 8.0
+# multiply-adds of a dense GEMM on the same row: ~7 ns per slot against ~0.02 ns per GEMM MAC on 2 threads, measured
+# with runtime/bench_correction.py (ORT's Gather on the last axis copies one float at a time).
+ELL_SLOT_COST = 300.0
 
 
 @dataclass

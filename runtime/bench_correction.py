@@ -4,13 +4,11 @@
 
 For each MiniLM linear shape (384->384, 384->1536, 1536->384), the first layer of that shape in the model is quantized
 (W4, block 128) with each structure, exported as a one-layer ONNX model, and timed under ONNX Runtime CPU
-(median of --runs after warm-up) at batch 1 x seq 128 and batch 8 x seq 128. Prints one table.
+(median of --runs, interleaved across variants, after warm-up) at batch 1 x seq 128 and batch 8 x seq 128.
+Prints one table.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import click
 import numpy as np
@@ -20,6 +18,7 @@ from svdq_edge.apply import find_targets, linear_weight
 from svdq_edge.config import QuantConfig
 from svdq_edge.decompose import decompose
 from svdq_edge.exporters.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.runtime.latency import time_interleaved
 from svdq_edge.sources import load_model
 from svdq_edge.table import markdown_table
 
@@ -33,19 +32,11 @@ VARIANTS = [  # label, structure, element form
 ]
 
 
-def time_session(model_bytes: bytes, x: np.ndarray, threads: int, runs: int) -> float:
+def make_cpu_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    for _ in range(3):
-        sess.run(None, {"x": x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
 @click.command()
@@ -63,18 +54,23 @@ def main(model, keep, method, threads, runs):
     rng = np.random.default_rng(0)
     rows = []
     for (N, K), (name, W) in sorted(shapes.items()):
+        variants = []
+        for label, structure, form in VARIANTS:
+            cfg = QuantConfig(method="rtn" if structure is None else method, keep=keep,
+                              structure=structure or "element")
+            mixed = decompose(W, cfg)
+            frag = quant_linear_fragment(name, mixed, "x", "y", element_form=form or "auto")
+            sess = make_cpu_session(single_layer_model(frag, K, N).SerializeToString(), threads)
+            variants.append((label, mixed, frag, sess))
         for batch in (1, 8):
             x = rng.standard_normal((batch, 128, K)).astype(np.float32)
-            base = None
-            for label, structure, form in VARIANTS:
-                cfg = QuantConfig(method="rtn" if structure is None else method, keep=keep,
-                                  structure=structure or "element")
-                mixed = decompose(W, cfg)
-                frag = quant_linear_fragment(name, mixed, "x", "y", element_form=form or "auto")
-                t = time_session(single_layer_model(frag, K, N).SerializeToString(), x, threads, runs)
-                base = base or t
+            # All variants of one shape are timed interleaved (round-robin), so load drift hits them alike.
+            times = time_interleaved([v[3] for v in variants], [{"x": x}] * len(variants), runs=runs, rounds=10)
+            base = float(np.median(times[0]))
+            for (label, mixed, frag, _), t in zip(variants, times, strict=True):
+                med = float(np.median(t))
                 extra = [n.op_type for n in frag.nodes[1:]]
-                rows.append([f"{K}->{N}", f"{batch}x128", label, f"{1e3 * t:.3f}", f"{100 * (t / base - 1):+.1f}%",
+                rows.append([f"{K}->{N}", f"{batch}x128", label, f"{1e3 * med:.3f}", f"{100 * (med / base - 1):+.1f}%",
                              f"{mixed.bits_per_weight():.2f}", "+".join(extra) or "-"])
     click.echo(f"onnxruntime {ort.__version__}, CPU EP, {threads} threads, median of {runs} runs, keep {keep}, "
                f"method {method}, W4 block 128")

@@ -55,12 +55,20 @@ def measure_latency(session: ort.InferenceSession, batch: int, seq: int, vocab: 
 
 def measure_interleaved(sessions: list[ort.InferenceSession], batch: int, seq: int, vocab: int, warmup: int = 5,
                         runs: int = 30, rounds: int = 5) -> list[LatencyResult]:
-    """Time several sessions fairly on a shared, noisy machine.
+    """Latency of several token-input sessions on the same synthetic batch, timed fairly (see `time_interleaved`)."""
+    feeds = [synthetic_feed(s, batch, seq, vocab) for s in sessions]
+    return [_summarise(t, batch, seq) for t in time_interleaved(sessions, feeds, warmup, runs, rounds)]
+
+
+def time_interleaved(sessions: list, feeds: list[dict], warmup: int = 5, runs: int = 30, rounds: int = 5,
+                     settle_s: float = 0.05) -> list[np.ndarray]:
+    """Seconds per call of each session on its feed, `runs` calls each.
 
     The timed calls are split into `rounds`; each round visits every session in turn, so slow drifts in machine
-    load (other processes, thermal state) fall on all sessions alike instead of on whichever ran last.
+    load (other processes, thermal state) fall on all sessions alike instead of on whichever ran last. Before each
+    session's block the process sleeps `settle_s`: ONNX Runtime's intra-op threads keep spinning for a while after
+    a run, and the previous session's spinning threads would otherwise steal cores from the one being timed.
     """
-    feeds = [synthetic_feed(s, batch, seq, vocab) for s in sessions]
     for s, f in zip(sessions, feeds, strict=True):
         for _ in range(warmup):
             s.run(None, f)
@@ -68,11 +76,13 @@ def measure_interleaved(sessions: list[ort.InferenceSession], batch: int, seq: i
     times: list[list[float]] = [[] for _ in sessions]
     for n in per_round:
         for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
+            time.sleep(settle_s)
+            s.run(None, f)  # one untimed call: the thread pool wakes up
             for _ in range(n):
                 t = time.perf_counter()
                 s.run(None, f)
                 times[i].append(time.perf_counter() - t)
-    return [_summarise(np.asarray(t), batch, seq) for t in times]
+    return [np.asarray(t) for t in times]
 
 
 def current_rss_mb() -> float | None:

@@ -31,6 +31,18 @@ def backend_options(fn):
     return fn
 
 
+def model_name(source: str) -> str:
+    """A readable name: the folder name, or the embedded default's name."""
+    from svdq_edge.sources import default_model_path
+
+    try:
+        if Path(source).resolve() == default_model_path().resolve():
+            return "all-MiniLM-L6-v2 (embedded)"
+    except Exception:  # the default package may be absent: the source is then a path or hub id
+        pass
+    return Path(source).name if Path(source).exists() else source
+
+
 def _parse_levels(text: str) -> tuple[int, ...]:
     try:
         levels = tuple(int(v) for v in text.split(",") if v.strip())
@@ -107,7 +119,9 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
         require_classifier(loaded)
     names = tuple(b for b in baselines.split(",") if b)
     built = build_backends(loaded, out / "backends", {"ours": config}, names, levels, save_quantized_dirs=True)
-    title = f"svdq-edge run: {Path(loaded.source).name} ({loaded.task.value}), ours = {built.backends[-1].note}"
+    ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
+            f"embedding {config.embedding_bits or 'FP32'}-bit")
+    title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs,
                          has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
 
@@ -170,7 +184,7 @@ def compare(model, data, methods, bits_list, providers, fallback, threads, runs,
         return
     baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
     built = build_backends(loaded, out / "backends", onnx_configs, baseline_names, levels)
-    title = f"svdq-edge compare: {Path(loaded.source).name} on {ds.task} dev"
+    title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
                          extra_md="\n".join(md), meta={"data": ds.path,
                                                        "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
