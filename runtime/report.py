@@ -109,11 +109,14 @@ def plot(out_dir: Path, tables: dict[str, list[BackendResult]]) -> list[Path]:
         width = 0.8 / max(len(shapes), 1)
         for j, (b, s) in enumerate(shapes):
             xs = [i + j * width for i in range(len(rs))]
-            ax.bar(xs, [r.latency[j].p50_ms for r in rs], width, label=f"batch {b} x seq {s} (p50)")
+            # p50 latency relative to the first backend (FP32): below 1 is faster.
+            ax.bar(xs, [r.latency[j].p50_ms / rs[0].latency[j].p50_ms for r in rs], width,
+                   label=f"batch {b} x seq {s} ({rs[0].latency[j].p50_ms:.1f} ms for {rs[0].backend.name})")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xticks([i + width * (len(shapes) - 1) / 2 for i in range(len(rs))])
         ax.set_xticklabels([r.backend.name for r in rs], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("latency (ms)")
-        ax.set_title(f"Latency ({provider})")
+        ax.set_ylabel(f"p50 latency / {rs[0].backend.name} p50")
+        ax.set_title(f"Latency relative to {rs[0].backend.name} ({provider})")
         ax.legend(fontsize=8)
         fig.tight_layout()
         f = out_dir / f"latency_{provider}.png"
