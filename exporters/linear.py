@@ -9,9 +9,9 @@ Correction subgraphs (x: [..., K], y: [..., N]):
   lowrank  y += MatMul(MatMul(x, R^T[K, r]), L^T[r, N])
   element  ELL layout: each output row n keeps m = max nnz per row slots idx[n, :], val[n, :] (padding has val 0);
            y += ReduceSum(Gather(x, idx[N, m], axis=-1) * val[N, m], axis=-1)
-           or, when the kept weights fall in few input columns, the compact form of `channel` with a sparse
-           val[c, N] (zeros off the kept positions). `element_form` picks one; "auto" takes the cheaper by a
-           cost model (see `choose_element_form`).
+           or the compact form of `channel` over the touched columns, whose [c, N] matrix is rebuilt in-graph
+           from the sparse (position, value) pairs by constant ops that ORT folds at load time.
+           `element_form` picks one; "auto" takes the cheaper by a cost model (see `choose_element_form`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
         raise TypeError(f"unsupported correction {type(c).__name__}")
     form = choose_element_form(c, p.N) if element_form == "auto" else element_form
     if form == "compact":
-        _gather_accumulate(f, w, x, *compact_layout(c, p.N), base, y, p.K, p.N)
+        _compact_accumulate(f, w, x, c, base, y, p.K, p.N)
         return f
     idx, val = ell_layout(c, p.N)
     (g,) = f.node("Gather", [x, f.init(f"{w}_corr_idx", idx)], [f"{w}_corr_g"], axis=-1)  # [..., N, m]
@@ -149,6 +149,26 @@ def _gather_accumulate(f: OnnxFragment, w: str, x: str, idx: np.ndarray, val_t: 
     x2d = _flatten(f, w, x, K)
     (g,) = f.node("Gather", [x2d, f.init(f"{w}_corr_idx", idx.astype(np.int64))], [f"{w}_corr_g"], axis=1)
     _accumulate(f, w, g, f.init(f"{w}_corr_val", val_t.astype(np.float32)), base, y, N)
+
+
+def _compact_accumulate(f: OnnxFragment, w: str, x: str, c: ElementCorrection, base: str, y: str, K: int,
+                        N: int) -> None:
+    """Compact element form, stored sparsely: the file holds the touched columns, each kept weight's flat position
+    in the [c, N] matrix (int32) and its value; ScatterElements into zeros rebuilds the matrix from constants only,
+    so ONNX Runtime folds it once at session creation and the file never holds a dense (mostly zero) copy."""
+    cols, dense_t = compact_layout(c, N)
+    pos = np.flatnonzero(dense_t.reshape(-1) != 0)
+    shape = f.init(f"{w}_corr_shape", np.array([dense_t.size], dtype=np.int64))
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    (zeros,) = f.node("ConstantOfShape", [shape], [f"{w}_corr_zeros"], value=zero)
+    (flat,) = f.node("ScatterElements", [zeros, f.init(f"{w}_corr_pos", pos.astype(np.int32)),
+                                         f.init(f"{w}_corr_val", dense_t.reshape(-1)[pos].astype(np.float32))],
+                     [f"{w}_corr_flat"], axis=0)
+    dims = f.init(f"{w}_corr_dims", np.array(dense_t.shape, dtype=np.int64))
+    (dense,) = f.node("Reshape", [flat, dims], [f"{w}_corr_dense"])
+    x2d = _flatten(f, w, x, K)
+    (g,) = f.node("Gather", [x2d, f.init(f"{w}_corr_idx", cols.astype(np.int64))], [f"{w}_corr_g"], axis=1)
+    _accumulate(f, w, g, dense, base, y, N)
 
 
 OPSET = 17
