@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from svdq_edge.decompose import (
@@ -63,8 +62,7 @@ class QuantLinear(nn.Module):
         if meta["structure"] is not None:
             c = CORRECTION_TYPES[meta["structure"]]
             corr = c(**{f: tensors[f"corr_{f}"] for f in c.__dataclass_fields__})
-        bias = tensors.get("bias") if meta["bias"] else torch.zeros(meta["out_features"])
-        return cls(MixedWeight(packed, corr), bias if meta["bias"] else None)
+        return cls(MixedWeight(packed, corr), tensors["bias"] if meta["bias"] else None)
 
     def effective_weight(self) -> Tensor:
         if self._W_eff is None or self._W_eff.device != self.B.device:
