@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from svdq_edge.embedding import QuantEmbedding
-from svdq_edge.modules import QuantLinear
+from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.sources import ModelTask
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | Qua
                 new.weight.copy_(q.effective_weight())
                 if q.bias is not None:
                     new.bias.copy_(q.bias)
-        parent, _, child = name.rpartition(".")
-        setattr(dense.get_submodule(parent) if parent else dense, child, new)
+        set_module(dense, name, new)
     return dense, quant
 
 

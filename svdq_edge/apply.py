@@ -13,7 +13,7 @@ from transformers.pytorch_utils import Conv1D
 from svdq_edge.config import QuantConfig
 from svdq_edge.decompose import decompose, relative_error
 from svdq_edge.embedding import quantize_input_embedding
-from svdq_edge.modules import QuantLinear
+from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
 
 
@@ -58,11 +58,6 @@ def find_targets(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, nn.
         for name, m in model.named_modules()
         if isinstance(m, (nn.Linear, Conv1D)) and not any(s in name for s in skip)
     ]
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 @torch.no_grad()
@@ -122,7 +117,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, input_scales: dict[str
         report.layers.append(LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, W_hat),
                                          mixed.kept_fraction(), None if mixed.structure is None else
                                          mixed.structure.value))
-        _set_module(model, name, QuantLinear(mixed, module.bias))
+        set_module(model, name, QuantLinear(mixed, module.bias))
     if config.embedding_bits is not None:
         E = model.get_input_embeddings().weight.detach().float()
         emb_name, q = quantize_input_embedding(model, config.embedding_bits, config.block_size, config.symmetric,

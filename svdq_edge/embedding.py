@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
+from svdq_edge.modules import set_module
 from svdq_edge.packing import PackedWeight, pack, unpack
 
 EMBEDDING_BITS = (2, 4, 8)  # the widths GatherBlockQuantized reads from uint8 data
@@ -79,8 +80,7 @@ def quantize_input_embedding(model: nn.Module, bits: int, block_size: int, symme
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tied = head is not None and head.weight is emb.weight
     q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx)
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, q)
+    set_module(model, name, q)
     if tied:
         # The head multiplies by the same (dequantized) table the input side gathers from.
         head.weight = nn.Parameter(q.table().clone(), requires_grad=False)

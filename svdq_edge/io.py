@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from svdq_edge.apply import QuantReport, _set_module
+from svdq_edge.apply import QuantReport
 from svdq_edge.config import QuantConfig
 from svdq_edge.embedding import QuantEmbedding
-from svdq_edge.modules import QuantLinear
+from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.sources import AUTO_CLASS, LoadedModel, ModelTask, load_tokenizer
 
 QUANT_CONFIG_FILE = "quant_config.json"
@@ -107,7 +107,7 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig]:
         prefix = name + "."
         tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         cls = QuantEmbedding if lm.get("kind") == "embedding" else QuantLinear
-        _set_module(model, name, cls.from_tensors(lm, tensors))
+        set_module(model, name, cls.from_tensors(lm, tensors))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]

@@ -17,6 +17,12 @@ CORRECTION_TYPES = {"element": ElementCorrection, "channel": ChannelCorrection, 
 PACKED_FIELDS = ("B", "scales", "zero_points")
 
 
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at the dotted path `name` inside `model` (replacing what is there)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
 class QuantLinear(nn.Module):
     """y = x @ (dequant(Q) + S)^T + bias, with Q in the exact MatMulNBits layout.
 
