@@ -60,7 +60,7 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear | Quan
         if match is None:
             new_nodes.append(node)
             continue
-        name, transposed = match
+        name = match[0]
         if isinstance(quant[name], QuantEmbedding):
             frag = quant_embedding_fragment(name, quant[name].packed, node.input[1], node.output[0])
             new_nodes.extend(frag.nodes)
@@ -70,7 +70,7 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear | Quan
             continue
         if name in found:
             raise SpliceError(f"layer {name} appears twice in the traced graph")
-        if node.op_type == "Gemm" and not _plain_gemm(node, transposed):
+        if node.op_type == "Gemm" and not _plain_gemm(node):
             raise SpliceError(f"layer {name}: Gemm with alpha/beta/transA is not supported")
         x, y = node.input[0], node.output[0]
         has_bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
@@ -92,22 +92,24 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear | Quan
     return found
 
 
+def _lookup(init, prints, shapes):
+    """The fingerprint hit of an FP32 initializer, or None (shapes are checked first: hashing is the slow part)."""
+    shape = tuple(init.dims)
+    if shape not in shapes or init.data_type != onnx.TensorProto.FLOAT:
+        return None
+    return prints.get((shape, _digest(numpy_helper.to_array(init))))
+
+
 def _match(node, inits, prints, shapes):
     if node.op_type == "Gather":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         if axis != 0 or node.input[0] not in inits:
             return None
-        init = inits[node.input[0]]
-        hit = prints.get((tuple(init.dims), _digest(numpy_helper.to_array(init)))) \
-            if tuple(init.dims) in shapes and init.data_type == onnx.TensorProto.FLOAT else None
+        hit = _lookup(inits[node.input[0]], prints, shapes)
         return hit if hit is not None and not hit[1] else None
     if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
         return None
-    init = inits[node.input[1]]
-    shape = tuple(init.dims)
-    if shape not in shapes or init.data_type != onnx.TensorProto.FLOAT:
-        return None
-    hit = prints.get((shape, _digest(numpy_helper.to_array(init))))
+    hit = _lookup(inits[node.input[1]], prints, shapes)
     if hit is None:
         return None
     name, transposed = hit
@@ -118,7 +120,7 @@ def _match(node, inits, prints, shapes):
     return hit
 
 
-def _plain_gemm(node, transposed: bool) -> bool:
+def _plain_gemm(node) -> bool:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and attrs.get("transA", 0) == 0
 
