@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from svdq_edge.data import TextDataset
 from svdq_edge.evaluate import batches
+from svdq_edge.runtime.metrics import mean_pool
 
 
 def feed(session: ort.InferenceSession, batch: dict) -> dict[str, np.ndarray]:
@@ -16,12 +17,14 @@ def feed(session: ort.InferenceSession, batch: dict) -> dict[str, np.ndarray]:
     return {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names}
 
 
-def onnx_logits(session: ort.InferenceSession, tokenizer, data: TextDataset, batch_size: int = 32,
-                max_length: int = 128, progress: bool = True, desc: str = "onnx") -> np.ndarray:
-    """The session's first output for every example, concatenated: [n, ...]."""
+def onnx_outputs(session: ort.InferenceSession, tokenizer, data: TextDataset, pool: bool = False,
+                 batch_size: int = 32, max_length: int = 128, progress: bool = True, desc: str = "onnx") -> np.ndarray:
+    """The session's first output for every example, concatenated: logits [n, C], or with `pool` the hidden states
+    mean-pooled over unmasked tokens: sentence embeddings [n, H]."""
     outs = []
     n_batches = -(-len(data) // batch_size)
     for batch in tqdm(batches(tokenizer, data, batch_size, max_length), total=n_batches, desc=desc,
                       disable=not progress, leave=False):
-        outs.append(session.run(None, feed(session, batch))[0])
+        y = session.run(None, feed(session, batch))[0]
+        outs.append(mean_pool(y, batch["attention_mask"].numpy()) if pool else y)
     return np.concatenate(outs)

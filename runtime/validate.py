@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm.auto import tqdm
 
 from svdq_edge.data import TextDataset
-from svdq_edge.evaluate import Accuracy, batches
-from svdq_edge.runtime.evaluate import feed
+from svdq_edge.evaluate import Accuracy
+from svdq_edge.runtime.evaluate import onnx_outputs
 from svdq_edge.runtime.latency import (
     LatencyResult,
     current_rss_mb,
@@ -24,7 +23,7 @@ from svdq_edge.runtime.latency import (
     peak_rss_mb,
     reset_peak_rss,
 )
-from svdq_edge.runtime.metrics import cosine_similarity, kl_divergence, mean_pool, top1_agreement
+from svdq_edge.runtime.metrics import cosine_similarity, kl_divergence, top1_agreement
 from svdq_edge.runtime.session import make_session
 from svdq_edge.stats import PairedComparison, paired_compare
 
@@ -99,17 +98,6 @@ def linear_bits_per_weight(model_dir: Path) -> float:
     return (bits + corr) / weights if weights else 32.0
 
 
-def run_outputs(session, tokenizer, data: TextDataset, task: str, batch_size: int = 32,
-                desc: str = "onnx") -> np.ndarray:
-    """Logits [n, C] for classifiers, mean-pooled embeddings [n, H] for feature extractors."""
-    outs = []
-    n_batches = -(-len(data) // batch_size)
-    for batch in tqdm(batches(tokenizer, data, batch_size), total=n_batches, desc=desc, leave=False):
-        y = session.run(None, feed(session, batch))[0]
-        outs.append(mean_pool(y, batch["attention_mask"].numpy()) if task == "feature-extraction" else y)
-    return np.concatenate(outs)
-
-
 def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: str, vocab: int,
              provider: str = "cpu", threads: int | None = 2, shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES,
              runs: int = 30, has_labels: bool = True) -> list[BackendResult]:
@@ -124,7 +112,7 @@ def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: st
         reset_peak_rss()
         before = current_rss_mb()
         sess = make_session(b.path, provider, threads)
-        out = run_outputs(sess, tokenizer, data, task, desc=b.name)
+        out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction", desc=b.name)
         peak = peak_rss_mb()
         rss = None if before is None or peak is None else peak - before
         results.append(BackendResult(b, provider, out, model_size_mb(b.path), linear_bits_per_weight(b.path),

@@ -9,7 +9,7 @@ from svdq_edge.data import read_glue_tsv
 from svdq_edge.evaluate import predict_logits
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.io import quantized_layers
-from svdq_edge.runtime.evaluate import onnx_logits
+from svdq_edge.runtime.evaluate import onnx_outputs
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import load_model
 from tests.conftest import shared_path
@@ -27,7 +27,7 @@ def test_fp32_export_matches_pytorch(sst2, tmp_path):
     loaded = load_model(str(shared_path("models", "minilm-l6-sst2")))
     ref = predict_logits(loaded.model, loaded.tokenizer, sst2, progress=False).numpy()
     out, sizes, _ = export_onnx(loaded, tmp_path / "fp32")
-    got = onnx_logits(make_session(out, "cpu", threads=2), loaded.tokenizer, sst2, progress=False)
+    got = onnx_outputs(make_session(out, "cpu", threads=2), loaded.tokenizer, sst2, progress=False)
     assert np.abs(got - ref).max() <= 1e-4
     assert sizes.ratio == 1.0
 
@@ -40,7 +40,7 @@ def test_svd_w4_export_matches_quantlinear(sst2, structure, tmp_path):
     ref = predict_logits(loaded.model, loaded.tokenizer, sst2, progress=False).numpy()
     out, sizes, layers = export_onnx(loaded, tmp_path / structure, cfg.to_dict())
     path = out / "model.onnx"
-    got = onnx_logits(make_session(out, "cpu", threads=2), loaded.tokenizer, sst2, progress=False)
+    got = onnx_outputs(make_session(out, "cpu", threads=2), loaded.tokenizer, sst2, progress=False)
     assert np.abs(got - ref).max() <= 1e-3
     assert (got.argmax(-1) == ref.argmax(-1)).all()
     q = quantized_layers(loaded.model)
