@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from svdq_edge.apply import quantize_model
+from svdq_edge.apply import calibrate_model, quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
 from svdq_edge.exporters.export import SizeReport, export_onnx
@@ -53,7 +53,7 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
         backends.append(Backend(name, build_baseline(name, fp32_dir, work / name), "onnxruntime.quantization"))
     for label, config in configs.items():
         q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
-        report = quantize_model(q.model, config)
+        report = quantize_model(q.model, config, calibrate_model(q.model, q.tokenizer, config))
         if save_quantized_dirs:
             save_quantized(q, report, work / f"{label}-quantized", overwrite=True)
         for level in accuracy_levels:

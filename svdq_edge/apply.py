@@ -10,7 +10,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from svdq_edge.awq_fold import FoldReport, fold_awq_scales
+from svdq_edge.calibrate import LayerStats, calibration_batches, collect_stats
 from svdq_edge.config import QuantConfig
+from svdq_edge.data import DataError
 from svdq_edge.decompose import decompose, relative_error
 from svdq_edge.embedding import quantize_input_embedding
 from svdq_edge.modules import QuantLinear, set_module
@@ -32,6 +35,7 @@ class QuantReport:
     config: QuantConfig
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
+    folds: list[FoldReport] = field(default_factory=list)  # AWQ scale groups (empty for other methods)
 
     def mean_bits(self) -> float:
         """Weight-count-weighted bits per weight over the quantized layers."""
@@ -43,7 +47,7 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "seconds": self.seconds, "mean_bits": self.mean_bits(),
-                "layers": [asdict(r) for r in self.layers]}
+                "layers": [asdict(r) for r in self.layers], "awq_folds": [f.to_dict() for f in self.folds]}
 
 
 def linear_weight(module: nn.Module) -> Tensor:
@@ -62,7 +66,7 @@ def find_targets(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, nn.
 
 @torch.no_grad()
 def synthetic_input_scales(model: nn.Module, names: list[str], n_seqs: int = 8, seq_len: int = 128,
-                           seed: int = 0) -> dict[str, Tensor]:
+                           seed: int = 0) -> dict[str, LayerStats]:
     """Data-free activation-scale proxy: mean |x| per input channel of each named linear on random token ids.
 
     No dataset is read: the inputs are uniform random token sequences, so the statistics reflect the model's own
@@ -92,26 +96,50 @@ def synthetic_input_scales(model: nn.Module, names: list[str], n_seqs: int = 8, 
     finally:
         for h in handles:
             h.remove()
-    return {n: sums[n] / counts[n] for n in sums}
+    return {n: LayerStats(sums[n] / counts[n], None, counts[n]) for n in sums}
 
 
-def quantize_model(model: nn.Module, config: QuantConfig, input_scales: dict[str, Tensor] | None = None,
+def calibrate_model(model: nn.Module, tokenizer, config: QuantConfig,
+                    progress: bool = True) -> dict[str, LayerStats] | None:
+    """Calibration statistics of every target layer when `config.method` needs them (None otherwise)."""
+    if not get(config.method).needs_calibration:
+        return None
+    if config.calib_data is None:
+        raise DataError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train TSV, or a "
+                        "text file for causal LMs)")
+    names = [n for n, _ in find_targets(model, config.skip)]
+    data, _ = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
+                                  config.seed)
+    return collect_stats(model, names, data, len(data), progress)
+
+
+def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, LayerStats] | None = None,
                    progress: bool = True) -> QuantReport:
-    """Replace every target linear of `model` with a QuantLinear (in place) and report per-layer figures."""
+    """Replace every target linear of `model` with a QuantLinear (in place) and report per-layer figures.
+
+    `stats`: per-layer calibration statistics (`svdq_edge.calibrate`), required by calibrated methods. Methods with
+    a scale search first fold their scales into the model (which changes the producers' weights too).
+    """
     start = time.perf_counter()
     targets = find_targets(model, config.skip)
     if not targets:
         raise ValueError("no linear layers to quantize (all skipped or none present)")
     method = get(config.method)
-    if method.uses_input_scale and input_scales is None:
-        input_scales = synthetic_input_scales(model, [n for n, _ in targets], seed=config.seed)
+    if method.needs_calibration and stats is None:
+        raise ValueError(f"method {config.method!r} needs calibration data (--calib-data: a GLUE train TSV or a "
+                         "text file)")
+    if method.uses_input_scale and stats is None:
+        stats = synthetic_input_scales(model, [n for n, _ in targets], seed=config.seed)
     report = QuantReport(config)
+    if method.scale_search:
+        for name, _ in targets:
+            _check_finite(name, linear_weight(model.get_submodule(name)))
+        stats, report.folds = fold_awq_scales(model, stats, config, {n for n, _ in targets}, progress)
     for name, module in tqdm(targets, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
         W = linear_weight(module).detach().float()
-        if not torch.isfinite(W).all():
-            raise ValueError(f"layer {name}: weight contains NaN or Inf")
-        scale = None if input_scales is None else input_scales.get(name)
-        ctx = ScoreContext(rank=config.rank, seed=config.seed, input_scale=scale)
+        _check_finite(name, W)
+        st = None if stats is None else stats.get(name)
+        ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
         mixed = decompose(W, config, ctx)
         W_hat = mixed.dequantize()
         report.layers.append(LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, W_hat),
@@ -127,3 +155,8 @@ def quantize_model(model: nn.Module, config: QuantConfig, input_scales: dict[str
                                          relative_error(E, q.table()), 0.0, None))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_finite(name: str, W: Tensor) -> None:
+    if not torch.isfinite(W).all():
+        raise ValueError(f"layer {name}: weight contains NaN or Inf")

@@ -29,14 +29,15 @@ def main(verbose: int) -> None:
 @user_errors
 def quantize(model, output, method, overwrite, **q):
     """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder."""
-    from svdq_edge.apply import quantize_model
+    from svdq_edge.apply import calibrate_model, quantize_model
     from svdq_edge.io import prepare_output, save_quantized
     from svdq_edge.sources import load_model
 
     config = make_config(method, **q)
     prepare_output(output, overwrite)  # fail before the slow part
     loaded = load_model(model)
-    report = quantize_model(loaded.model, config)
+    stats = calibrate_model(loaded.model, loaded.tokenizer, config)
+    report = quantize_model(loaded.model, config, stats)
     save_quantized(loaded, report, output, overwrite=overwrite)
     n_emb = 1 if config.embedding_bits is not None else 0
     what = f"{len(report.layers) - n_emb} linear layers" + (" and the token embedding" if n_emb else "")

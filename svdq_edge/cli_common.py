@@ -53,6 +53,12 @@ def quant_options(fn):
         click.option("--embedding-bits", type=click.Choice(["none", "2", "4", "8"]),
                      default=str(DEFAULTS.embedding_bits), show_default=True,
                      help="block-quantize the input token embedding (GatherBlockQuantized in ONNX); none keeps FP32"),
+        click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+                     help="calibration file for awq/spqr/gptq/rosaq: a GLUE train TSV, or a text file (causal LMs)"),
+        click.option("--calib-samples", type=int, default=DEFAULTS.calib_samples, show_default=True,
+                     help="calibration rows (TSV) or token windows (text), drawn with --seed"),
+        click.option("--calib-seq-len", type=int, default=DEFAULTS.calib_seq_len, show_default=True,
+                     help="maximum tokens per calibration sample"),
         click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="JSON recipe (see models/): its config replaces the defaults; options given on the "
                           "command line still win"),
@@ -63,23 +69,38 @@ def quant_options(fn):
 
 
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip,
-                embedding_bits=None, recipe: Path | None = None) -> QuantConfig:
+                embedding_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
+                calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None) -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
     if rank is not None and float(rank).is_integer():
         rank = int(rank)
     given = {"method": method, "bits": bits, "block_size": block_size, "keep": keep, "structure": structure,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
-             "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits)}
+             "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits),
+             "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
+             "calib_seq_len": calib_seq_len}
     if recipe is None:
-        return QuantConfig(**given)
+        return _require_calibration(QuantConfig(**given))
     base = read_recipe(recipe)["config"]
     ctx = click.get_current_context(silent=True)
     for key, value in given.items():
         src = None if ctx is None else ctx.get_parameter_source(key)
         if src is not None and src is not click.core.ParameterSource.DEFAULT:
             base[key] = value
-    return QuantConfig.from_dict(base)
+    return _require_calibration(QuantConfig.from_dict(base))
+
+
+def _require_calibration(config: QuantConfig) -> QuantConfig:
+    from svdq_edge.saliency import get
+
+    if get(config.method).needs_calibration:
+        if config.calib_data is None:
+            raise ConfigError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train "
+                              "TSV, or a text file for causal LMs)")
+        if not Path(config.calib_data).is_file():
+            raise ConfigError(f"{config.calib_data}: no such calibration file")
+    return config
 
 
 def read_recipe(path: Path) -> dict:

@@ -130,8 +130,13 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.argument("model", required=False)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
-              help="comma-separated saliency methods for the PyTorch table")
+              help="comma-separated saliency methods for the PyTorch table (calibrated ones need --calib-data)")
 @click.option("--bits-list", default="4,3", show_default=True, help="comma-separated bit widths, one table each")
+@click.option("--keep-list", default=None, help="comma-separated FP32 budgets, one table each (default: --keep)")
+@click.option("--calib-seeds", default="0", show_default=True,
+              help="comma-separated calibration seeds: calibrated methods run once per seed")
+@click.option("--ort-check", is_flag=True,
+              help="also export every PyTorch-table model and run it under ONNX Runtime CPU (accuracy, agreement)")
 @quant_options
 @backend_options
 @click.option("--backends", default="ort-int8,ort-rtn4,ort-rtn4-acc4,ort-hqq4", show_default=True,
@@ -143,20 +148,24 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.option("--limit", type=int, default=None, help="first N examples only")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @user_errors
-def compare(model, data, methods, bits_list, providers, fallback, threads, runs, shapes, accuracy_levels, backends,
-            onnx_methods, out, limit, batch_size, **q):
-    """Compare saliency methods (PyTorch) and ONNX backends (ONNX Runtime) on the same examples."""
-    from svdq_edge.compare import compare_methods, results_table
+def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, providers, fallback, threads, runs,
+            shapes, accuracy_levels, backends, onnx_methods, out, limit, batch_size, **q):
+    """Compare saliency methods (PyTorch, optionally checked under ONNX Runtime) and ONNX backends on the same
+    examples."""
+    from svdq_edge.compare import compare_methods, results_table, seed_summary_table
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import build_backends
+    from svdq_edge.runtime.torch_parity import ort_checker
     from svdq_edge.sources import load_model
 
     ds = read_glue_tsv(data, limit)
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    bits_values = [int(b) for b in bits_list.split(",") if b.strip()]
-    q.pop("bits")
-    configs_by_bits = {b: {m: make_config(m, bits=b, **q) for m in names} for b in bits_values}  # validate first
-    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], **q)
+    bits_values = _int_list(bits_list, "--bits-list")
+    keeps = _float_list(keep_list, "--keep-list") if keep_list else [q["keep"]]
+    seeds = _int_list(calib_seeds, "--calib-seeds")
+    q.pop("bits"), q.pop("keep"), q.pop("seed")
+    grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
+    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0], **q)
                     for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
     levels = _parse_levels(accuracy_levels)
@@ -164,18 +173,20 @@ def compare(model, data, methods, bits_list, providers, fallback, threads, runs,
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
     loaded = load_model(model)
     require_classifier(loaded)
+    checker = ort_checker(loaded, ds, out / "ort-check", threads) if ort_check else None
     md, dump = [], {}
-    for b, configs in configs_by_bits.items():
-        results = compare_methods(loaded, ds, configs, batch_size)
+    for (b, k), configs in grid.items():
+        results = compare_methods(loaded, ds, configs, batch_size, ort_check=checker)
         c0 = next(iter(configs.values()))
-        head = (f"{ds.task} dev, n={len(ds)}, PyTorch: W{b} block {c0.block_size}, keep {c0.keep:g}, "
-                f"structure {c0.structure.value}, clip {c0.clip}")
-        table = results_table(results)
-        click.echo(f"\n{head}\n{table}")
-        md += [f"## {head}", "", table, ""]
-        dump[f"W{b}"] = [{"method": r.label, "acc": r.acc.value, "n": r.acc.n, "ci95": r.acc.ci, "kl": r.kl,
-                          "agree": r.agree, "out_err": r.out_err, "bits": r.bits, "seconds": r.seconds,
-                          "config": None if r.config is None else r.config.to_dict()} for r in results]
+        head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if ort_check else ''}: W{b} block "
+                f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
+                f"{c0.embedding_bits or 'FP32'}, calibration seeds {','.join(map(str, seeds))}")
+        tables = [results_table(results)]
+        if len(seeds) > 1 and any(c.calib_data for c in configs.values()):
+            tables.append("mean over calibration seeds:\n\n" + seed_summary_table(results))
+        click.echo(f"\n{head}\n" + "\n\n".join(tables))
+        md += [f"## {head}", "", *tables, ""]
+        dump[f"W{b} keep {k:g}"] = [_result_dict(r) for r in results]
     out.mkdir(parents=True, exist_ok=True)
     (out / "pytorch.json").write_text(json.dumps(dump, indent=2))
     if not do_onnx:
@@ -188,3 +199,50 @@ def compare(model, data, methods, bits_list, providers, fallback, threads, runs,
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
                          extra_md="\n".join(md), meta={"data": ds.path,
                                                        "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
+
+
+def _method_configs(names: list[str], seeds: list[int], **q) -> dict:
+    """Labelled configs: calibrated methods once per seed ('awq s1'), data-free ones once (first seed)."""
+    from svdq_edge.saliency import available, get
+
+    configs = {}
+    for m in names:
+        if m in available() and get(m).needs_calibration:
+            configs.update({f"{m} s{s}": make_config(m, seed=s, **q) for s in seeds})
+        else:
+            configs[m] = make_config(m, seed=seeds[0], **q)
+    return configs
+
+
+def _result_dict(r) -> dict:
+    d = {"label": r.label, "method": r.method, "acc": r.acc.value, "n": r.acc.n, "ci95": r.acc.ci, "kl": r.kl,
+         "agree": r.agree, "out_err": r.out_err, "bits": r.bits, "seconds": r.seconds,
+         "config": None if r.config is None else r.config.to_dict()}
+    for ref in ("vs_fp32", "vs_rtn", "vs_svd"):
+        p = getattr(r, ref)
+        if p is not None:
+            d[ref] = {"diff": p.diff, "ci95": list(p.ci), "mcnemar_p": p.p_value}
+    if r.ort is not None:
+        d["ort_cpu"] = {"acc": r.ort.acc.value, "agree_with_torch": r.ort.agree_with_torch,
+                        "max_abs_diff": r.ort.max_abs_diff}
+    return d
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ValueError(f"{option} must be a comma-separated list of integers, got {text!r}")
+    return values
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ValueError(f"{option} must be a comma-separated list of numbers, got {text!r}")
+    return values

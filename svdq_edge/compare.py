@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import copy
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from svdq_edge.apply import find_targets, linear_weight, quantize_model
+from svdq_edge.apply import calibrate_model, find_targets, linear_weight, quantize_model
+from svdq_edge.awq_fold import folded_reference
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
 from svdq_edge.evaluate import Accuracy, accuracy, batches, correct_mask, kl_divergence, predict_logits, top1_agreement
 from svdq_edge.fidelity import capture_inputs, output_error
 from svdq_edge.io import quantized_layers
+from svdq_edge.saliency import get
 from svdq_edge.sources import LoadedModel
 from svdq_edge.stats import PairedComparison, paired_compare
 from svdq_edge.table import markdown_table
 
 FIDELITY_ROWS = 128  # eval examples whose activations measure per-layer output error (a diagnostic, not a method input)
+
+
+@dataclass(frozen=True)
+class OrtCheck:
+    """The same quantized model exported to ONNX and run under ONNX Runtime (CPU) on the same examples."""
+
+    logits: Tensor
+    acc: Accuracy
+    agree_with_torch: float  # share of examples with the same predicted label as the PyTorch model
+    max_abs_diff: float  # max |logit(ORT) - logit(PyTorch)|
+
+
+# (label, quantized model, config, PyTorch logits) -> OrtCheck; built by the caller (the runtime package).
+OrtChecker = Callable[[str, nn.Module, QuantConfig, Tensor], OrtCheck]
 
 
 @dataclass
@@ -29,44 +48,64 @@ class MethodResult:
     acc: Accuracy
     vs_fp32: PairedComparison | None = None
     vs_rtn: PairedComparison | None = None
+    vs_svd: PairedComparison | None = None
     agree: float = 1.0
     kl: float = 0.0
     out_err: float = 0.0
     bits: float = 32.0
     seconds: float = 0.0
+    ort: OrtCheck | None = None
+
+    @property
+    def method(self) -> str:
+        return "fp32" if self.config is None else self.config.method
 
 
 def compare_methods(loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantConfig], batch_size: int = 32,
-                    progress: bool = True) -> list[MethodResult]:
-    """FP32 first, then one result per labelled config, all on the same examples."""
+                    progress: bool = True, ort_check: OrtChecker | None = None) -> list[MethodResult]:
+    """FP32 first, then one result per labelled config, all on the same examples.
+
+    Calibration statistics are collected once per distinct (file, samples, length, seed) from the FP32 model.
+    Each result is paired against the first `rtn` and the first `svd` config (when present).
+    """
     fp32 = loaded.model
     tok = loaded.tokenizer
+    if data.path and any(c.calib_data and Path(c.calib_data).resolve() == Path(data.path).resolve()
+                         for c in configs.values()):
+        raise ValueError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
     ref_logits = predict_logits(fp32, tok, data, batch_size, progress=progress, desc="fp32")
     fp32_correct = correct_mask(ref_logits, data.labels)
     results = [MethodResult("fp32", None, ref_logits, accuracy(ref_logits, data.labels))]
     skip = next(iter(configs.values())).skip if configs else ()
     names = [n for n, _ in find_targets(fp32, skip)]
     X = capture_inputs(fp32, names, batches(tok, data.head(FIDELITY_ROWS), batch_size))
-    rtn_correct = None
+    calib_cache: dict[tuple, dict] = {}
     for label, config in configs.items():
+        key = (config.calib_data, config.calib_samples, config.calib_seq_len, config.seed, config.skip)
+        if get(config.method).needs_calibration and key not in calib_cache:
+            calib_cache[key] = calibrate_model(fp32, tok, config, progress=progress)
         model = copy.deepcopy(fp32)
         start = time.perf_counter()
-        report = quantize_model(model, config, progress=progress)
+        report = quantize_model(model, config, calib_cache.get(key), progress=progress)
         seconds = time.perf_counter() - start
         logits = predict_logits(model, tok, data, batch_size, progress=progress, desc=label)
         correct = correct_mask(logits, data.labels)
-        errs = [output_error(linear_weight(fp32.get_submodule(n)), q.effective_weight(), X[n])
-                for n, q in quantized_layers(model).items() if n in X]
-        res = MethodResult(label, config, logits, accuracy(logits, data.labels),
-                           vs_fp32=paired_compare(fp32_correct, correct),
-                           agree=top1_agreement(ref_logits, logits), kl=kl_divergence(ref_logits, logits),
-                           out_err=sum(errs) / len(errs), bits=report.mean_bits(), seconds=seconds)
-        if config.method == "rtn" and rtn_correct is None:
-            rtn_correct = correct
-        results.append(res)
-    if rtn_correct is not None:
+        quant = quantized_layers(model)
+        W_ref, X_ref = folded_reference({n: linear_weight(fp32.get_submodule(n)).detach().float() for n in quant},
+                                        X, report.folds)
+        errs = [output_error(W_ref[n], q.effective_weight(), X_ref[n]) for n, q in quant.items() if n in X_ref]
+        results.append(MethodResult(label, config, logits, accuracy(logits, data.labels),
+                                    vs_fp32=paired_compare(fp32_correct, correct),
+                                    agree=top1_agreement(ref_logits, logits), kl=kl_divergence(ref_logits, logits),
+                                    out_err=sum(errs) / len(errs), bits=report.mean_bits(), seconds=seconds,
+                                    ort=None if ort_check is None else ort_check(label, model, config, logits)))
+    for ref_method in ("rtn", "svd"):
+        ref = next((r for r in results[1:] if r.method == ref_method), None)
+        if ref is None:
+            continue
+        ref_correct = correct_mask(ref.logits, data.labels)
         for r in results[1:]:
-            r.vs_rtn = paired_compare(rtn_correct, correct_mask(r.logits, data.labels))
+            setattr(r, f"vs_{ref_method}", paired_compare(ref_correct, correct_mask(r.logits, data.labels)))
     return results
 
 
@@ -81,12 +120,44 @@ def _paired(p: PairedComparison | None) -> str:
 
 
 def results_table(results: list[MethodResult]) -> str:
-    headers = ["method", "acc % (95% CI)", "Δ vs fp32 [CI] McNemar p", "Δ vs rtn [CI] p", "agree %", "KL",
+    headers = ["method", "acc % (95% CI)", "Δ vs fp32 [CI] McNemar p", "Δ vs rtn [CI] p", "Δ vs svd [CI] p", "KL",
                "layer out err", "bits/w", "quant s"]
+    with_ort = any(r.ort is not None for r in results)
+    if with_ort:
+        headers += ["ORT acc %", "ORT=PT labels %", "ORT-PT max|Δ|"]
     rows = []
     for r in results:
         lo, hi = r.acc.ci
-        rows.append([r.label, f"{_pct(r.acc.value)} ({_pct(lo)}-{_pct(hi)})", _paired(r.vs_fp32), _paired(r.vs_rtn),
-                     _pct(r.agree), f"{r.kl:.4f}", f"{r.out_err:.4f}" if r.config else "-", f"{r.bits:.2f}",
-                     f"{r.seconds:.1f}" if r.config else "-"])
+        row = [r.label, f"{_pct(r.acc.value)} ({_pct(lo)}-{_pct(hi)})", _paired(r.vs_fp32), _paired(r.vs_rtn),
+               _paired(r.vs_svd), f"{r.kl:.4f}", f"{r.out_err:.4f}" if r.config else "-", f"{r.bits:.2f}",
+               f"{r.seconds:.1f}" if r.config else "-"]
+        if with_ort:
+            o = r.ort
+            row += ["-", "-", "-"] if o is None else [_pct(o.acc.value), _pct(o.agree_with_torch),
+                                                      f"{o.max_abs_diff:.1e}"]
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def seed_summary_table(results: list[MethodResult]) -> str:
+    """One row per method over its calibration seeds: mean accuracy (min-max), mean paired differences with the
+    seeds' McNemar p-values, mean KL. Methods run once (data-free) have one seed."""
+    by_method: dict[str, list[MethodResult]] = {}
+    for r in results[1:]:
+        by_method.setdefault(r.method, []).append(r)
+    headers = ["method", "seeds", "acc % mean (min-max)", "Δ vs rtn mean (p per seed)", "Δ vs svd mean (p per seed)",
+               "KL mean", "ORT acc % mean"]
+    rows = []
+    for method, rs in by_method.items():
+        accs = [r.acc.value for r in rs]
+        row = [method, str(len(rs)), f"{_pct(statistics.mean(accs))} ({_pct(min(accs))}-{_pct(max(accs))})"]
+        for attr in ("vs_rtn", "vs_svd"):
+            ps = [getattr(r, attr) for r in rs]
+            row.append("-" if any(p is None for p in ps) else
+                       f"{100 * statistics.mean(p.diff for p in ps):+.2f} (" +
+                       ", ".join(f"{p.p_value:.2f}" for p in ps) + ")")
+        row.append(f"{statistics.mean(r.kl for r in rs):.4f}")
+        orts = [r.ort.acc.value for r in rs if r.ort is not None]
+        row.append(_pct(statistics.mean(orts)) if orts else "-")
+        rows.append(row)
     return markdown_table(headers, rows)

@@ -43,6 +43,9 @@ class QuantConfig:
     embedding_bits: None keeps the input token embedding in FP32; 2, 4 or 8 block-quantizes it (same block_size),
                  exported as GatherBlockQuantized.
     skip:        module-name substrings left in FP32 (task heads by default).
+    calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
+                 never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
+    calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
     """
 
     bits: int = 4
@@ -56,6 +59,9 @@ class QuantConfig:
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
     embedding_bits: int | None = 4
+    calib_data: str | None = None
+    calib_samples: int = 128
+    calib_seq_len: int = 128
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
@@ -72,6 +78,12 @@ class QuantConfig:
             self._check_rank()
         if self.embedding_bits is not None and self.embedding_bits not in (2, 4, 8):
             raise ConfigError(f"embedding_bits must be 2, 4, 8 or None, got {self.embedding_bits}")
+        if not isinstance(self.calib_samples, int) or self.calib_samples < 1:
+            raise ConfigError(f"calib_samples must be an int >= 1, got {self.calib_samples!r}")
+        if not isinstance(self.calib_seq_len, int) or not 8 <= self.calib_seq_len <= 8192:
+            raise ConfigError(f"calib_seq_len must be an int in [8, 8192], got {self.calib_seq_len!r}")
+        if self.calib_data is not None:
+            object.__setattr__(self, "calib_data", str(self.calib_data))
         from svdq_edge.saliency import available  # local import: the registry imports this module
 
         if self.method not in available():

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
 from svdq_edge.config import QuantConfig, Structure
+from svdq_edge.gptq import gptq_quantize
 from svdq_edge.packing import PackedWeight, pack, unpack
 from svdq_edge.saliency import ScoreContext, get
 from svdq_edge.saliency.svd import truncated_svd
@@ -128,40 +129,59 @@ def budget_rank(N: int, K: int, keep: float) -> int:
 
 
 def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -> MixedWeight:
-    """Split W [N, K] into packed codes plus a correction under `config`'s budget and structure."""
+    """Split W [N, K] into packed codes plus a correction under `config`'s budget and structure.
+
+    `ctx` carries what calibrated methods need (input_scale, hessian); the config fills in the rest.
+    """
     W = W.detach().float()
     if not torch.isfinite(W).all():
         raise ValueError("weight contains NaN or Inf")
     N, K = W.shape
     ctx = replace(ctx or ScoreContext(), rank=config.rank, seed=config.seed, block_size=config.block_size,
-                  symmetric=config.symmetric)
-    quant = dict(bits=config.bits, block_size=config.block_size, symmetric=config.symmetric, clip=config.clip)
+                  symmetric=config.symmetric, bits=config.bits)
     method = get(config.method)
+    quantize = _quantizer(config, ctx, method.error_feedback)
+    keep = config.keep if method.keeps else 0.0
 
-    if config.structure is Structure.LOWRANK:
-        r = budget_rank(N, K, config.keep) if method.name != "rtn" else 0
+    if method.basis or config.structure is Structure.LOWRANK:
+        r = budget_rank(N, K, keep)
         if r == 0:
-            return MixedWeight(pack(quantize_blockwise(W, **quant)), None)
-        U, S, V = truncated_svd(W, r, config.seed)
-        corr = LowRankCorrection(L=(U * S).contiguous(), R=V.T.contiguous())
-        return MixedWeight(pack(quantize_blockwise(W - corr.L @ corr.R, **quant)), corr)
+            return MixedWeight(pack(quantize(W, None)[0]), None)
+        if method.basis:  # the method's own subspace: S = W R R^T
+            R = method.fn(W, replace(ctx, rank=r))
+            corr = LowRankCorrection(L=(W @ R).contiguous(), R=R.T.contiguous())
+        else:
+            U, S, V = truncated_svd(W, r, config.seed)
+            corr = LowRankCorrection(L=(U * S).contiguous(), R=V.T.contiguous())
+        return MixedWeight(pack(quantize(W - corr.L @ corr.R, None)[0]), corr)
 
-    scores = method.fn(W, ctx) if config.keep > 0 else None
+    scores = method.fn(W, ctx) if keep > 0 else None
     if scores is None:
-        return MixedWeight(pack(quantize_blockwise(W, **quant)), None)
+        return MixedWeight(pack(quantize(W, None)[0]), None)
     mask = torch.zeros(N, K, dtype=torch.bool)
     if config.structure is Structure.CHANNEL:
-        c = max(1, round(config.keep * K))
-        channels = torch.topk(scores.sum(dim=0), c).indices.sort().values
+        channels = torch.topk(scores.sum(dim=0), max(1, round(keep * K))).indices.sort().values
         mask[:, channels] = True
-        corr = ChannelCorrection(channels=channels.long(), values=W[:, channels].contiguous())
     else:
-        k = max(1, round(config.keep * N * K))
-        flat = torch.topk(scores.reshape(-1), k).indices.sort().values
+        flat = torch.topk(scores.reshape(-1), max(1, round(keep * N * K))).indices.sort().values
         mask.view(-1)[flat] = True
-        rows, cols = flat // K, flat % K
-        corr = ElementCorrection(rows=rows.int(), cols=cols.int(), values=W.reshape(-1)[flat].contiguous())
-    return MixedWeight(pack(quantize_blockwise(W, exclude=mask, **quant)), corr)
+    q, W_src = quantize(W, mask)  # W_src: the kept weights' final values (updated by error feedback under GPTQ)
+    if config.structure is Structure.CHANNEL:
+        corr = ChannelCorrection(channels=channels.long(), values=W_src[:, channels].contiguous())
+    else:
+        corr = ElementCorrection(rows=(flat // K).int(), cols=(flat % K).int(),
+                                 values=W_src.reshape(-1)[flat].contiguous())
+    return MixedWeight(pack(q), corr)
+
+
+def _quantizer(config: QuantConfig, ctx: ScoreContext, error_feedback: bool):
+    """(W, exclude) -> (BlockQuant, W_src): round-to-nearest, or GPTQ error feedback under ctx.hessian."""
+    quant = dict(bits=config.bits, block_size=config.block_size, symmetric=config.symmetric, clip=config.clip)
+    if not error_feedback:
+        return lambda W, exclude: (quantize_blockwise(W, exclude=exclude, **quant), W)
+    if ctx.hessian is None:
+        raise ValueError(f"method {config.method!r} needs calibration statistics (the layer's X^T X)")
+    return lambda W, exclude: gptq_quantize(W, ctx.hessian, exclude=exclude, **quant)
 
 
 def relative_error(W: Tensor, W_hat: Tensor) -> float:

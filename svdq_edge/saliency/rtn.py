@@ -5,6 +5,6 @@ from torch import Tensor
 from svdq_edge.saliency.registry import ScoreContext, register
 
 
-@register("rtn", "round-to-nearest, keeps nothing")
+@register("rtn", "round-to-nearest, keeps nothing", keeps=False)
 def rtn_scores(W: Tensor, ctx: ScoreContext) -> None:
     return None
