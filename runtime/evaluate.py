@@ -8,13 +8,17 @@ from tqdm.auto import tqdm
 
 from svdq_edge.data import TextDataset
 from svdq_edge.evaluate import batches
+from svdq_edge.runtime.decoder import decoder_feed, is_decoder
 from svdq_edge.runtime.metrics import mean_pool
 
 
 def feed(session: ort.InferenceSession, batch: dict) -> dict[str, np.ndarray]:
     """The batch's tensors that the session takes, as int64 numpy arrays."""
     names = {i.name for i in session.get_inputs()}
-    return {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names}
+    out = {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in names}
+    if is_decoder(session):  # a whole sequence at once: empty cache, positions from the mask
+        out = decoder_feed(session, out["input_ids"], out["attention_mask"])
+    return out
 
 
 def onnx_outputs(session: ort.InferenceSession, tokenizer, data: TextDataset, pool: bool = False,

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from svdq_edge.runtime.decoder import decoder_feed, is_decoder
+
 
 @dataclass(frozen=True)
 class LatencyResult:
@@ -26,8 +28,12 @@ class LatencyResult:
 
 
 def synthetic_feed(session: ort.InferenceSession, batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
-    """Random token ids with full attention masks, for every input the session declares."""
+    """Random token ids with full attention masks, for every input the session declares (a decoder gets an empty
+    KV cache: this times the prompt pass)."""
     rng = np.random.default_rng(seed)
+    if is_decoder(session):
+        ids = rng.integers(1000 if vocab > 2000 else 0, vocab, (batch, seq), dtype=np.int64)
+        return decoder_feed(session, ids, np.ones((batch, seq), dtype=np.int64))
     feed = {}
     for i in session.get_inputs():
         if i.name == "input_ids":

@@ -125,10 +125,12 @@ def export(model, output, fp32, element_form, accuracy_level, overwrite):
 
 
 def _register() -> None:
+    from svdq_edge.cli_generate import generate
     from svdq_edge.cli_run import compare, run
 
     main.add_command(compare)
     main.add_command(run)
+    main.add_command(generate)
 
 
 _register()

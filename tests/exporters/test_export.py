@@ -11,6 +11,7 @@ from svdq_edge.apply import quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.io import quantized_layers
+from svdq_edge.runtime.evaluate import feed as ort_feed
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import LoadedModel, detect_task
 from tests.exporters.helpers import full_shape_fp32_tensors, op_counts
@@ -32,7 +33,7 @@ def run_both(model, path, batch=3, seq=9):
         feed["token_type_ids"] = torch.zeros_like(feed["input_ids"])
     with torch.no_grad():
         ref = model(**feed).logits.numpy()
-    got = sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+    got = sess.run(None, ort_feed(sess, {k: v for k, v in feed.items()}))[0]
     return ref, got, feed["attention_mask"].numpy()
 
 

@@ -100,7 +100,8 @@ def test_awq_scale_search_prefers_scaling_when_one_channel_dominates():
 def test_rosaq_basis_recovers_the_planted_input_subspace():
     g = torch.Generator().manual_seed(1)
     Q, _ = torch.linalg.qr(torch.randn(48, 3, generator=g))
-    X = torch.randn(400, 3, generator=g) @ (Q.T * torch.tensor([[5.0], [3.0], [2.0]])) + 0.01 * torch.randn(400, 48, generator=g)
+    X = torch.randn(400, 3, generator=g) @ (Q.T * torch.tensor([[5.0], [3.0], [2.0]]))
+    X = X + 0.01 * torch.randn(400, 48, generator=g)
     H = X.T @ X / X.shape[0]
     R = principal_input_basis(H, 3)
     torch.testing.assert_close(R @ R.T, Q @ Q.T, atol=1e-3, rtol=0)

@@ -1,0 +1,56 @@
+"""`svdq-edge generate`: stream tokens from an exported KV-cache decoder under ONNX Runtime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from svdq_edge.cli_common import user_errors
+
+
+@click.command()
+@click.argument("onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("prompt")
+@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy decoding")
+@click.option("--top-k", type=int, default=0, show_default=True, help="sample among the k likeliest (0 = all)")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="nucleus sampling mass")
+@click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
+@click.option("--chat/--raw", default=True, show_default=True,
+              help="wrap the prompt in the tokenizer's chat template when it has one")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime intra-op threads")
+@user_errors
+def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, provider, threads):
+    """Generate text from ONNX_DIR (a decoder exported by `svdq-edge export`) after PROMPT, streaming tokens."""
+    from svdq_edge.runtime.decoder import OnnxDecoder
+    from svdq_edge.runtime.generate import SamplingConfig, generate_ids, stream_text
+    from svdq_edge.runtime.session import make_session
+    from svdq_edge.sources import load_tokenizer
+
+    cfg = SamplingConfig(temperature, top_k, top_p, seed)
+    tokenizer = load_tokenizer(str(onnx_dir))
+    if tokenizer is None:
+        raise ValueError(f"{onnx_dir}: no tokenizer files next to model.onnx")
+    decoder = OnnxDecoder(make_session(onnx_dir, provider, threads))
+    ids = prompt_ids(tokenizer, prompt, chat)
+    eos = frozenset(i for i in (tokenizer.eos_token_id,) if i is not None)
+    start = time.perf_counter()
+    out = stream_text(tokenizer, generate_ids(decoder, ids, max_new_tokens, cfg, eos),
+                      lambda piece: click.echo(piece, nl=False))
+    seconds = time.perf_counter() - start
+    click.echo("")
+    click.echo(f"[{len(ids)} prompt tokens, {len(out)} new tokens in {seconds:.2f}s: "
+               f"{len(out) / seconds:.1f} tokens/s, {'greedy' if temperature == 0 else 'sampled'}, {provider}]",
+               err=True)
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """Token ids of the prompt, through the chat template when asked for and available."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
