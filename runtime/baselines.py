@@ -11,10 +11,11 @@ import onnx
 
 log = logging.getLogger(__name__)
 
-SIDE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+SIDE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+              "chat_template.jinja", "generation_config.json")
 
 
-def _copy_side_files(src: Path, dst: Path) -> None:
+def copy_side_files(src: Path, dst: Path) -> None:
     for name in SIDE_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
@@ -65,5 +66,5 @@ def build_baseline(name: str, fp32_dir: Path, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("building %s", name)
     BASELINES[name](fp32_dir, out_dir)
-    _copy_side_files(fp32_dir, out_dir)
+    copy_side_files(fp32_dir, out_dir)
     return out_dir

@@ -128,7 +128,8 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 
 @click.command()
 @click.argument("model", required=False)
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="GLUE TSV (SST-2, RTE, MRPC, QNLI); for a causal LM, raw text for perplexity (WikiText-2)")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="comma-separated saliency methods for the PyTorch table (calibrated ones need --calib-data)")
 @click.option("--bits-list", default="4,3", show_default=True, help="comma-separated bit widths, one table each")
@@ -151,19 +152,28 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, providers, fallback, threads, runs,
             shapes, accuracy_levels, backends, onnx_methods, out, limit, batch_size, **q):
     """Compare saliency methods (PyTorch, optionally checked under ONNX Runtime) and ONNX backends on the same
-    examples."""
+    examples. For a causal LM: perplexity on --data (first --limit tokens) and prefill/decode latency of FP32 ONNX,
+    ORT RTN INT4 and our --onnx-methods exports, with the KV cache."""
     from svdq_edge.compare import compare_methods, results_table, seed_summary_table
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import build_backends
     from svdq_edge.runtime.torch_parity import ort_checker
     from svdq_edge.sources import load_model
 
-    ds = read_glue_tsv(data, limit)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     bits_values = _int_list(bits_list, "--bits-list")
     keeps = _float_list(keep_list, "--keep-list") if keep_list else [q["keep"]]
     seeds = _int_list(calib_seeds, "--calib-seeds")
     q.pop("bits"), q.pop("keep"), q.pop("seed")
+    if _is_causal_lm(model):  # decoders: perplexity on raw text + prefill/decode latency, FP32 vs ORT RTN vs ours
+        from svdq_edge.runtime.bench_decoder import decoder_report
+
+        configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0], **q)
+                   for m in onnx_methods.split(",") if m.strip()}
+        click.echo(decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
+                                  out=out or DEFAULT_OUT / "compare-causal-lm"))
+        return
+    ds = read_glue_tsv(data, limit)
     grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
     onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0], **q)
                     for m in onnx_methods.split(",") if m.strip()}
@@ -199,6 +209,12 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
                          extra_md="\n".join(md), meta={"data": ds.path,
                                                        "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
+
+
+def _is_causal_lm(model: str | None) -> bool:
+    from svdq_edge.sources import ModelTask, detect_task, load_config, resolve_source
+
+    return detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM
 
 
 def _method_configs(names: list[str], seeds: list[int], **q) -> dict:

@@ -15,6 +15,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
