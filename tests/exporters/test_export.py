@@ -135,3 +135,22 @@ def test_quantized_embedding_exports_as_gather_block_quantized(tiny_model, tmp_p
     ref, got, mask = run_both(model, out)
     valid = mask.astype(bool) if kind != "bert" else slice(None)
     np.testing.assert_allclose(got[valid], ref[valid], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method,structure", [("awq", "channel"), ("spqr", "element"), ("gptq", "channel"),
+                                              ("rosaq", "lowrank")])
+def test_calibrated_methods_export_and_match(tiny_model, method, structure, tmp_path):
+    from svdq_edge.apply import find_targets
+    from svdq_edge.calibrate import collect_stats
+
+    kind, model = tiny_model
+    cfg = QuantConfig(method=method, bits=4, block_size=32, keep=0.02, structure=structure)
+    names = [n for n, _ in find_targets(model, cfg.skip)]
+    stats = collect_stats(model, names, [feed_for(model, 4, 12, seed=s) for s in range(3)], progress=False)
+    quantize_model(model, cfg, stats, progress=False)
+    out, _, layers = export_onnx(LoadedModel(model, None, detect_task(model.config), f"tiny-{kind}"),
+                                 tmp_path / "onnx", cfg.to_dict())
+    assert op_counts(out / "model.onnx")["MatMulNBits"] == len(quantized_layers(model))
+    ref, got, mask = run_both(model, out, batch=3, seq=9)
+    valid = mask.astype(bool) if kind != "bert" else slice(None)
+    np.testing.assert_allclose(got[valid], ref[valid], atol=1e-4, rtol=1e-4)

@@ -102,3 +102,34 @@ def test_inputs_are_not_mutated_by_quantize(tiny_bert_dir, tmp_path):
     assert run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--block-size", 32).exit_code == 0
     after = load_file(str(tiny_bert_dir / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_calibrated_method_without_calibration_data_is_a_one_line_error(tiny_bert_dir, tmp_path):
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--method", "awq")
+    one_line_error(r, "awq", "--calib-data")
+    assert not (tmp_path / "q").exists()
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--method", "gptq", "--calib-data", tmp_path / "nope.tsv")
+    one_line_error(r, "nope.tsv")
+
+
+def test_calibrated_quantize_records_its_calibration(tiny_bert_dir, tmp_path):
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"a fine film number {i}\t{i % 2}\n" for i in range(20)))
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--method", "awq", "--calib-data", tsv,
+            "--calib-samples", 8, "--block-size", 32, "--seed", 3)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "q" / "quant_config.json").read_text())
+    c = meta["config"]
+    assert (c["method"], c["calib_data"], c["calib_samples"], c["seed"]) == ("awq", str(tsv), 8, 3)
+    folds = meta["report"]["awq_folds"]
+    assert [f["producer"] for f in folds] == [f"bert.encoder.layer.{i}.attention.self.value" for i in range(2)]
+
+
+def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
+    from tests.conftest import shared_path
+
+    model = shared_path("models", "minilm-l6-sst2")
+    dev = shared_path("data", "glue", "sst2", "dev.tsv")
+    r = run("compare", model, "--data", dev, "--methods", "rtn,gptq", "--calib-data", dev, "--limit", 8,
+            "--backends", "none", "--out", tmp_path / "c")
+    one_line_error(r, "calibration and evaluation data must differ")
