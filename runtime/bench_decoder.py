@@ -24,6 +24,9 @@ from svdq_edge.table import markdown_table
 
 DECODER_DEFAULTS = {"method": "range", "bits": 4, "block_size": 32, "keep": 0.01, "structure": "channel",
                     "skip": ["lm_head"], "embedding_bits": None}
+# The same with the LM head (MatMulNBits) and the embedding table (GatherBlockQuantized) at 4 bits too.
+HEAD4 = DECODER_DEFAULTS | {"skip": [], "embedding_bits": 4}
+DEFAULT_VARIANTS = {"ours": DECODER_DEFAULTS, "ours-head4": HEAD4}
 
 
 def _child(args: list[str]) -> dict:
@@ -39,8 +42,8 @@ def _child(args: list[str]) -> dict:
 @click.option("--model", default="smollm2", show_default=True, help="causal LM: hub id, folder, .gguf, smollm2")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False,
               help="raw text for perplexity (WikiText-2 wiki.test.raw)")
-@click.option("--config", "config_json", default=json.dumps(DECODER_DEFAULTS), show_default=True,
-              help="our QuantConfig as JSON")
+@click.option("--variants", default=json.dumps(DEFAULT_VARIANTS), show_default=True,
+              help="our exports as JSON {label: QuantConfig fields}")
 @click.option("--ppl-tokens", type=int, default=16384, show_default=True, help="score the first N tokens")
 @click.option("--max-length", type=int, default=1024, show_default=True)
 @click.option("--stride", type=int, default=512, show_default=True)
@@ -48,13 +51,13 @@ def _child(args: list[str]) -> dict:
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-decoder"), show_default=True)
 @click.pass_context
-def main(ctx, model, data, config_json, ppl_tokens, max_length, stride, runs, threads, out):
+def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, out):
     if ctx.invoked_subcommand is not None:
         return
     if data is None:
         raise click.UsageError("--data is required (e.g. ../shared/data/wikitext2/wiki.test.raw)")
-    config = QuantConfig.from_dict(json.loads(config_json))
-    click.echo(decoder_report(model, {"ours": config}, data, ppl_tokens, max_length, stride, runs, threads, out))
+    configs = {label: QuantConfig.from_dict(d) for label, d in json.loads(variants).items()}
+    click.echo(decoder_report(model, configs, data, ppl_tokens, max_length, stride, runs, threads, out))
 
 
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 16384,

@@ -78,7 +78,7 @@ def quantize_input_embedding(model: nn.Module, bits: int, block_size: int, symme
     emb = model.get_input_embeddings()
     name = next(n for n, m in model.named_modules() if m is emb)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    tied = head is not None and head.weight is emb.weight
+    tied = head is not None and getattr(head, "weight", None) is emb.weight  # a quantized head is no longer tied
     q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx)
     set_module(model, name, q)
     if tied:
