@@ -135,7 +135,10 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         for name, _ in targets:
             _check_finite(name, linear_weight(model.get_submodule(name)))
         stats, report.folds = fold_awq_scales(model, stats, config, {n for n, _ in targets}, progress)
-    for name, module in tqdm(targets, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
+    names = [n for n, _ in targets]
+    del targets  # hold no reference to the FP32 linears: each one is freed as soon as it is replaced (peak memory)
+    for name in tqdm(names, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
+        module = model.get_submodule(name)
         W = linear_weight(module).detach().float()
         _check_finite(name, W)
         st = None if stats is None else stats.get(name)
@@ -146,6 +149,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
                                          mixed.kept_fraction(), None if mixed.structure is None else
                                          mixed.structure.value))
         set_module(model, name, QuantLinear(mixed, module.bias))
+        del module, W, W_hat, mixed
     if config.embedding_bits is not None:
         E = model.get_input_embeddings().weight.detach().float()
         emb_name, q = quantize_input_embedding(model, config.embedding_bits, config.block_size, config.symmetric,

@@ -4,11 +4,13 @@ Per layer with inputs X [rows, K] (padding tokens dropped), two statistics are k
 bounded by sum(K^2) floats whatever N is:
   mean_abs = mean |x_k| over rows      (AWQ's activation magnitude)
   H        = X^T X / rows              (GPTQ/SpQR's Hessian up to a factor 2; ROSAQ's uncentered PCA matrix)
-Layers fed the very same input tensor (q/k/v after one norm, gate/up) share one accumulator.
+Layers fed the very same input tensor one after the other (q/k/v after one norm, gate/up) share one accumulator.
+Causal LMs are run with `logits_to_keep=1`: calibration needs no [batch, seq, vocab] logits.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,17 +52,16 @@ def collect_stats(model: nn.Module, names: list[str], batches_: Iterable[dict], 
     rows: dict[str, int] = {}
     alias: dict[str, str] = {}  # layer -> the layer whose accumulator it shares
     first_batch = [True]
-    seen: list[tuple[Tensor, str]] = []  # this batch's inputs, held so their memory cannot be reused mid-forward
+    last: list = [None, None]  # the previous hooked layer's input tensor (held: its memory cannot be reused) and name
     mask: list[Tensor] = []
 
     def hook(name):
         def fn(_m, inputs, _out):
             x_in = inputs[0]
             if first_batch[0]:
-                same = next((src for t, src in seen if t is x_in), None)
-                if same is not None:
-                    alias[name] = same
-                seen.append((x_in, name))
+                if last[0] is x_in:
+                    alias[name] = alias.get(last[1], last[1])
+                last[:] = [x_in, name]
             if name in alias:
                 return
             x = x_in.detach().reshape(-1, x_in.shape[-1]).float()
@@ -74,13 +75,14 @@ def collect_stats(model: nn.Module, names: list[str], batches_: Iterable[dict], 
         return fn
 
     handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     try:
         model.eval()
         for batch in tqdm(batches_, total=total, desc="calibrate", disable=not progress, leave=False):
             mask[:] = [batch["attention_mask"]]
-            seen.clear()
-            model(**batch)
+            model(**batch, **extra)
             first_batch[0] = False
+            last[:] = [None, None]
     finally:
         for h in handles:
             h.remove()
