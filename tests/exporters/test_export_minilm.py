@@ -47,3 +47,22 @@ def test_svd_w4_export_matches_quantlinear(sst2, structure, tmp_path):
     assert len(q) == 36 and op_counts(path)["MatMulNBits"] == 36
     assert full_shape_fp32_tensors(path, [(m.out_features, m.in_features) for m in q.values()]) == []
     assert sizes.ratio < 1.0
+
+
+@pytest.mark.parametrize("method,structure", [("awq", "channel"), ("spqr", "element"), ("rosaq", "lowrank")])
+def test_calibrated_w4_export_matches_quantlinear(sst2, method, structure, tmp_path):
+    from svdq_edge.apply import calibrate_model
+
+    loaded = load_model(str(shared_path("models", "minilm-l6-sst2")))
+    cfg = QuantConfig(method=method, bits=4, block_size=128, keep=0.01, structure=structure, calib_samples=64,
+                      calib_data=str(shared_path("data", "glue", "sst2", "train.tsv")))
+    quantize_model(loaded.model, cfg, calibrate_model(loaded.model, loaded.tokenizer, cfg, progress=False),
+                   progress=False)
+    ref = predict_logits(loaded.model, loaded.tokenizer, sst2, progress=False).numpy()
+    out, _, _ = export_onnx(loaded, tmp_path / method, cfg.to_dict())
+    got = onnx_outputs(make_session(out, "cpu", threads=2), loaded.tokenizer, sst2, progress=False)
+    assert np.abs(got - ref).max() <= 1e-3
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    q = quantized_layers(loaded.model)
+    assert len(q) == 36 and op_counts(out / "model.onnx")["MatMulNBits"] == 36
+    assert full_shape_fp32_tensors(out / "model.onnx", [(m.out_features, m.in_features) for m in q.values()]) == []
