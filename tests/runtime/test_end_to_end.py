@@ -33,7 +33,8 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
     for name in ("report.md", "accuracy_vs_size_cpu.png", "latency_cpu.png", "pytorch.json"):
         assert (out / name).stat().st_size > 0
     pt = json.loads((out / "pytorch.json").read_text())
-    assert [r["method"] for r in pt["W4"]] == ["fp32", "rtn", "range"]
+    assert [r["method"] for r in pt["W4 keep 0.01"]] == ["fp32", "rtn", "range"]
+    assert pt["W4 keep 0.01"][2]["vs_rtn"]["mcnemar_p"] <= 1.0
 
 
 def test_run_on_the_embedded_default_model(tmp_path):
