@@ -49,20 +49,23 @@ def _child(args: list[str]) -> dict:
 @click.option("--stride", type=int, default=512, show_default=True)
 @click.option("--runs", type=int, default=40, show_default=True, help="timed decode steps per backend and context")
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="MatMulNBits accuracy_level of our exports (4: int8 activations on CPU)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-decoder"), show_default=True)
 @click.pass_context
-def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, out):
+def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, accuracy_level, out):
     if ctx.invoked_subcommand is not None:
         return
     if data is None:
         raise click.UsageError("--data is required (e.g. ../shared/data/wikitext2/wiki.test.raw)")
     configs = {label: QuantConfig.from_dict(d) for label, d in json.loads(variants).items()}
-    click.echo(decoder_report(model, configs, data, ppl_tokens, max_length, stride, runs, threads, out))
+    click.echo(decoder_report(model, configs, data, ppl_tokens, max_length, stride, runs, threads, out,
+                              accuracy_level))
 
 
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 16384,
                    max_length: int = 1024, stride: int = 512, runs: int = 40, threads: int = 2,
-                   out: Path = Path("svdq-edge-out/bench-decoder")) -> str:
+                   out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 0) -> str:
     """Build FP32, ORT RTN INT4 and one export per labelled config; return the table (also saved as JSON)."""
     from svdq_edge.runtime.baselines import copy_side_files, ort_rtn_int4
     from svdq_edge.runtime.decode_latency import measure_decoders
@@ -73,7 +76,8 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
 
     out.mkdir(parents=True, exist_ok=True)
     source = resolve_source(model)  # converts a GGUF once, outside the measured children
-    children = {label: _child(["--model", source, "--config", c.to_json(), "--out", str(out / label)])
+    children = {label: _child(["--model", source, "--config", c.to_json(), "--out", str(out / label),
+                               "--accuracy-level", str(accuracy_level)])
                 for label, c in configs.items()}
     fp32 = _child(["--model", source, "--fp32", "--out", str(out / "fp32")])
     block = next(iter(configs.values())).block_size
@@ -101,7 +105,8 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value}"
                      for k, c in configs.items())
     lines = [f"{model}: {len(ids)} tokens of {data.name} -> {ppl[0].tokens} scored (window {max_length}, stride "
-             f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1; {ours}; ORT RTN block {block}",
+             f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1; {ours}; MatMulNBits accuracy_level "
+             f"{accuracy_level}; ORT RTN block {block}",
              markdown_table(["backend", "MB", "ppl", "Δ ppl", "prefill 128 ms", "decode ms/tok @1",
                              "decode ms/tok @128", "decode speed-up @128", "tok/s @128"], rows)]
     for k, c in children.items():
@@ -116,8 +121,9 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
 @click.option("--model", required=True)
 @click.option("--config", "config_json", default=None)
 @click.option("--fp32", is_flag=True)
+@click.option("--accuracy-level", type=int, default=0)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def child(model, config_json, fp32, out):
+def child(model, config_json, fp32, accuracy_level, out):
     """(internal) Quantize + export, or export FP32, in this process; print peak RSS as JSON."""
     import torch
 
@@ -138,7 +144,8 @@ def child(model, config_json, fp32, out):
         stats = calibrate_model(loaded.model, loaded.tokenizer, config, progress=False)
         quantize_model(loaded.model, config, stats, progress=False)
     with torch.no_grad():
-        export_onnx(loaded, out, None if config is None else config.to_dict(), overwrite=True)
+        export_onnx(loaded, out, None if config is None else config.to_dict(), accuracy_level=accuracy_level,
+                    overwrite=True)
     click.echo(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                            "baseline_rss_mb": baseline, "weight_mb": weight_bytes / 2**20,
                            "seconds": time.perf_counter() - start}))
