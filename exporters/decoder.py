@@ -44,9 +44,6 @@ class KVLayout:
     def present_names(self) -> list[str]:
         return [f"present.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
 
-    def empty(self, batch: int, past: int = 0) -> list[torch.Tensor]:
-        return [torch.zeros(batch, self.kv_heads, past, self.head_dim) for _ in range(2 * self.num_layers)]
-
 
 class DecoderWithPast(nn.Module):
     """Flat tensors in and out around a Hugging Face causal LM and its DynamicCache."""

@@ -67,10 +67,11 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
                    max_length: int = 1024, stride: int = 512, runs: int = 40, threads: int = 2,
                    out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 0) -> str:
     """Build FP32, ORT RTN INT4 and one export per labelled config; return the table (also saved as JSON)."""
+    from svdq_edge.data import read_text_ids
     from svdq_edge.runtime.baselines import copy_side_files, ort_rtn_int4
     from svdq_edge.runtime.decode_latency import measure_decoders
     from svdq_edge.runtime.latency import model_size_mb
-    from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity, read_text_ids
+    from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
     from svdq_edge.runtime.session import make_session
     from svdq_edge.sources import load_tokenizer, resolve_source
 
@@ -97,10 +98,11 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     base = {x.phase + str(x.context): x.p50_ms for x in lat[0]}
     for n, p, ls in zip(names, ppl, lat, strict=True):
         d = {x.phase + str(x.context): x for x in ls}
-        rows.append([n, f"{model_size_mb(out / n):.1f}", f"{p.ppl:.3f}", f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
+        size = model_size_mb(out / n)
+        rows.append([n, f"{size:.1f}", f"{p.ppl:.3f}", f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
                      f"{d['prefill128'].p50_ms:.1f}", f"{d['decode1'].p50_ms:.2f}", f"{d['decode128'].p50_ms:.2f}",
                      f"{base['decode128'] / d['decode128'].p50_ms:.2f}x", f"{d['decode128'].tokens_per_s:.1f}"])
-        dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": model_size_mb(out / n)}
+        dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size}
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value}"
                      for k, c in configs.items())

@@ -69,11 +69,3 @@ def onnx_window_scorer(session: ort.InferenceSession) -> WindowScorer:
         return target_nll(torch.from_numpy(logits), ids, n_targets)
 
     return score
-
-
-def read_text_ids(tokenizer, path, max_tokens: int | None = None) -> Tensor:
-    """Token ids int64 [n] of a text file (WikiText-2 raw as distributed: lines joined with newlines)."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
-    return ids if max_tokens is None else ids[:max_tokens]

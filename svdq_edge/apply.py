@@ -108,7 +108,7 @@ def calibrate_model(model: nn.Module, tokenizer, config: QuantConfig,
         raise DataError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train TSV, or a "
                         "text file for causal LMs)")
     names = [n for n, _ in find_targets(model, config.skip)]
-    data, _ = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
+    data = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
                                   config.seed)
     return collect_stats(model, names, data, len(data), progress)
 

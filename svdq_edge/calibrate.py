@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from svdq_edge.data import DataError, TextDataset, read_glue_tsv
+from svdq_edge.data import DataError, TextDataset, read_glue_tsv, read_text_ids
 from svdq_edge.evaluate import batches
 
 
@@ -104,8 +104,7 @@ def sample_rows(data: TextDataset, n: int, seed: int) -> TextDataset:
 
 def text_windows(tokenizer, path: Path, n: int, seq_len: int, seed: int) -> list[Tensor]:
     """n random windows int64 [1, seq_len] of token ids from a plain text file (for causal LMs)."""
-    text = path.read_text(encoding="utf-8")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    ids = read_text_ids(tokenizer, path)
     if ids.numel() <= seq_len:
         raise DataError(f"{path}: {ids.numel()} tokens, need more than --calib-seq-len {seq_len}")
     rng = random.Random(seed)
@@ -114,7 +113,7 @@ def text_windows(tokenizer, path: Path, n: int, seq_len: int, seed: int) -> list
 
 
 def calibration_batches(tokenizer, path: str | Path, n: int, seq_len: int, seed: int,
-                        batch_size: int = 16) -> tuple[list[dict], str]:
+                        batch_size: int = 16) -> list[dict]:
     """Tokenized calibration batches from a GLUE TSV (n seeded rows) or a text file (n seeded windows)."""
     path = Path(path)
     if not path.is_file():
@@ -123,7 +122,6 @@ def calibration_batches(tokenizer, path: str | Path, n: int, seq_len: int, seed:
         raise DataError("calibration needs the model's tokenizer, and this model folder has none")
     if path.suffix.lower() == ".tsv":
         rows = sample_rows(read_glue_tsv(path), n, seed)
-        return list(batches(tokenizer, rows, batch_size, seq_len)), f"{len(rows)} rows of {path.name}"
+        return list(batches(tokenizer, rows, batch_size, seq_len))
     windows = text_windows(tokenizer, path, n, seq_len, seed)
-    out = [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in windows]
-    return out, f"{n} windows of {seq_len} tokens from {path.name}"
+    return [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in windows]

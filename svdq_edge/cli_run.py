@@ -44,13 +44,7 @@ def model_name(source: str) -> str:
 
 
 def _parse_levels(text: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        levels = ()
-    if not levels or any(v not in (0, 1, 2, 3, 4) for v in levels):
-        raise ValueError(f"--accuracy-levels must be a comma-separated list of 0-4, got {text!r}")
-    return levels
+    return tuple(_number_list(text, "--accuracy-levels", int, "0-4", allowed=range(5)))
 
 
 def _parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -161,9 +155,9 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     from svdq_edge.sources import load_model
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    bits_values = _int_list(bits_list, "--bits-list")
-    keeps = _float_list(keep_list, "--keep-list") if keep_list else [q["keep"]]
-    seeds = _int_list(calib_seeds, "--calib-seeds")
+    bits_values = _number_list(bits_list, "--bits-list")
+    keeps = _number_list(keep_list, "--keep-list", float, "numbers") if keep_list else [q["keep"]]
+    seeds = _number_list(calib_seeds, "--calib-seeds")
     q.pop("bits"), q.pop("keep"), q.pop("seed")
     if _is_causal_lm(model):  # decoders: perplexity on raw text + prefill/decode latency, FP32 vs ORT RTN vs ours
         from svdq_edge.runtime.bench_decoder import decoder_report
@@ -244,21 +238,12 @@ def _result_dict(r) -> dict:
     return d
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _number_list(text: str, option: str, convert=int, what: str = "integers", allowed=None) -> list:
+    """Comma-separated numbers (each through `convert`, optionally within `allowed`), or a one-line error."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [convert(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values:
-        raise ValueError(f"{option} must be a comma-separated list of integers, got {text!r}")
-    return values
-
-
-def _float_list(text: str, option: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise ValueError(f"{option} must be a comma-separated list of numbers, got {text!r}")
+    if not values or (allowed is not None and any(v not in allowed for v in values)):
+        raise ValueError(f"{option} must be a comma-separated list of {what}, got {text!r}")
     return values

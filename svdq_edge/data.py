@@ -76,3 +76,10 @@ def _label(value: str, path: Path, lineno: int) -> int:
         return int(value)
     except ValueError:
         raise DataError(f"{path}:{lineno}: unknown label {value!r}") from None
+
+
+def read_text_ids(tokenizer, path: str | Path, max_tokens: int | None = None):
+    """Token ids int64 [n] of a whole plain text file (e.g. WikiText-2 raw), no special tokens added."""
+    text = Path(path).read_text(encoding="utf-8")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    return ids if max_tokens is None else ids[:max_tokens]
