@@ -11,10 +11,12 @@ from svdq_edge.exporters.linear import MS_DOMAIN, OnnxFragment, _np
 from svdq_edge.packing import PackedWeight
 
 
-def quant_embedding_fragment(name: str, packed: PackedWeight, indices: str, y: str) -> OnnxFragment:
+def quant_embedding_fragment(name: str, packed: PackedWeight, indices: str, y: str,
+                             make_tensor=None) -> OnnxFragment:
+    """`make_tensor` builds the initializers (see OnnxFragment)."""
     if packed.bits == 3:
         raise ValueError("GatherBlockQuantized reads 2-, 4- or 8-bit tables")
-    f = OnnxFragment()
+    f = OnnxFragment(make_tensor=make_tensor)
     w = f"{name}.weight"
     data = _np(packed.B).reshape(packed.N, -1)
     inputs = [f.init(f"{w}_Q{packed.bits}", data), indices, f.init(f"{w}_scales", _np(packed.scales)),

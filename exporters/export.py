@@ -1,14 +1,16 @@
-"""Export an FP32 model or a quantized folder to an ONNX folder Optimum's ORTModel classes can load.
+"""Export an FP32 model or a quantized folder to an ONNX folder.
 
-Output folder: model.onnx (+ model.onnx.data when over 2 GB), config.json, tokenizer files, export.json (the size
-report and the layer table). Causal LMs are exported with their KV cache (see exporters/decoder.py). The
-quantization config and a per-layer summary are also in model.onnx's metadata_props, so the file alone says how it
-was made.
+Output folder: model.onnx (+ model.onnx.data: always for fused decoders, otherwise over 2 GB), config.json, tokenizer
+files, export.json (the size report, the layer table and which graph path was taken). Encoders and traced decoders
+load in Optimum's ORTModel classes; fused decoders (exporters/fused_decoder.py) add genai_config.json and
+generation_config.json and run in onnxruntime-genai. The quantization config and a per-layer summary are also in
+model.onnx's metadata_props, so the file alone says how it was made.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -19,6 +21,9 @@ import onnx
 
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
+from svdq_edge.exporters.external import ExternalData
+from svdq_edge.exporters.fused_decoder import FusedDecoderBuilder, FusedUnsupported, fused_unsupported_reason
+from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_genai_files
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.io import prepare_output
@@ -27,6 +32,8 @@ from svdq_edge.sources import LoadedModel, ModelTask
 ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
 TWO_GB = 2**31
+log = logging.getLogger(__name__)
+GRAPHS = ("auto", "fused", "traced")  # decoders: fused when the family is covered (auto), or forced either way
 
 
 @dataclass
@@ -92,16 +99,91 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
                 element_form: str = "auto", accuracy_level: int = 0, overwrite: bool = False,
-                opset: int = 18) -> tuple[Path, SizeReport, dict]:
-    """Write the ONNX folder atomically; returns (folder, size report, layer table)."""
+                opset: int = 18, graph: str = "auto") -> tuple[Path, SizeReport, dict]:
+    """Write the ONNX folder atomically; returns (folder, size report, layer table).
+
+    `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused_decoder.py),
+    "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
+    family is covered. The report and model.onnx's metadata say which path was taken.
+    """
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
     out = prepare_output(out_dir, overwrite)
     start = time.perf_counter()
+    path = _decoder_path(loaded, graph)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if path == "fused":  # initializers stream into model.onnx.data while the graph is built
+            with ExternalData(tmp / (ONNX_FILE + ".data")) as external:
+                model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, external)
+        else:
+            model, inputs, output, layers, sizes = _traced(loaded, element_form, accuracy_level, opset)
+        meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
+                "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output, "svdq_edge.graph": path}
+        if loaded.task is ModelTask.CAUSAL_LM:
+            meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(loaded.model.config)))
+        if quant_config is not None:
+            meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
+            meta["svdq_edge.layers"] = json.dumps(layers)
+        onnx.helper.set_model_props(model, meta)
+        if path == "fused":
+            onnx.save_model(model, str(tmp / ONNX_FILE))  # its tensors are already in model.onnx.data
+        else:
+            _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
+        del model  # free the in-memory graph before the checker reads the file back (peak memory)
+        if path != "fused":  # the fused graph uses ORT contrib ops in the default domain, unknown to the checker
+            onnx.checker.check_model(str(tmp / ONNX_FILE))
+        sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
+        sizes.fp32_equivalent = (sizes.file_bytes - sizes.linears - sizes.correction - sizes.quantized_embeddings
+                                 + sizes.quantized_fp32)
+        loaded.model.config.save_pretrained(tmp)
+        if loaded.tokenizer is not None:
+            loaded.tokenizer.save_pretrained(tmp)
+            make_tokenizer_portable(tmp)
+        if path == "fused":
+            write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
+        report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
+                  "graph": path, "quant_config": quant_config, "layers": layers,
+                  "seconds": time.perf_counter() - start}
+        (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, sizes, layers
+
+
+def _decoder_path(loaded: LoadedModel, graph: str) -> str:
+    """"fused" or "traced" for this model under the requested `graph`."""
+    if loaded.task is not ModelTask.CAUSAL_LM:
+        if graph == "fused":
+            raise ValueError("--graph fused is for causal LMs; encoders are traced")
+        return "traced"
+    if graph == "traced":
+        return "traced"
+    reason = fused_unsupported_reason(loaded.model.config)
+    if reason is None:
+        return "fused"
+    if graph == "fused":
+        raise FusedUnsupported(f"no fused graph for this model: {reason} (use --graph traced)")
+    log.info("traced decoder graph: %s", reason)
+    return "traced"
+
+
+def _fused(loaded: LoadedModel, element_form: str, accuracy_level: int, external: ExternalData):
+    fd = FusedDecoderBuilder(loaded.model, accuracy_level, element_form, external).build()
+    sizes = size_report(fd.model, fd.quant_shapes, fd.embedding_shapes)
+    inputs = [i.name for i in fd.model.graph.input]
+    return fd.model, inputs, "logits", fd.layers, sizes
+
+
+def _traced(loaded: LoadedModel, element_form: str, accuracy_level: int, opset: int):
     dense, quant = dense_copy(loaded.model)
-    meta = {}
     if loaded.task is ModelTask.CAUSAL_LM:  # decoders always carry their KV cache (prefill = empty past)
         model, inputs, outputs = trace_decoder_with_past(dense, opset)
         output = outputs[0]
-        meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(dense.config)))
     else:
         model, inputs, output = trace_to_onnx(dense, loaded.task, opset)
     del dense
@@ -119,35 +201,9 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             layers[name] = {"kind": "linear", "shape": list(m.shape), "bits": m.packed.bits,
                             "block_size": m.packed.block_size, "structure": q.structure,
                             "bits_per_weight": round(m.bits_per_weight(), 4), "traced_op": ops[name]}
-    meta |= {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
-             "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output}
-    if quant_config is not None:
-        meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
-        meta["svdq_edge.layers"] = json.dumps(layers)
-    onnx.helper.set_model_props(model, meta)
     sizes = size_report(model, {n: tuple(v["shape"]) for n, v in layers.items() if v["kind"] == "linear"},
                         {n: tuple(v["shape"]) for n, v in layers.items() if v["kind"] == "embedding"})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
-        del model  # free the in-memory graph before the checker reads the file back (peak memory)
-        onnx.checker.check_model(str(tmp / ONNX_FILE))
-        sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
-        sizes.fp32_equivalent = (sizes.file_bytes - sizes.linears - sizes.correction - sizes.quantized_embeddings
-                                 + sizes.quantized_fp32)
-        loaded.model.config.save_pretrained(tmp)
-        if loaded.tokenizer is not None:
-            loaded.tokenizer.save_pretrained(tmp)
-        report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
-                  "quant_config": quant_config, "layers": layers, "seconds": time.perf_counter() - start}
-        (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out, sizes, layers
+    return model, inputs, output, layers, sizes
 
 
 def _save(model: onnx.ModelProto, path: Path, external: bool) -> None:

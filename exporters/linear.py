@@ -2,7 +2,8 @@
 
 The contract is narrow: a layer name, its MixedWeight and the names of its input and output go in; nodes and
 initializers come out. Initializer names derive from the layer name (`<name>.weight_Q4`, `_scales`, `_zp`,
-`_corr_idx`, `_corr_val`, ...). The bias is not included: the caller keeps the graph's own bias Add.
+`_corr_idx`, `_corr_val`, ...). A bias goes in only when the caller passes it (MatMulNBits' bias input); traced
+graphs keep their own bias Add.
 
 Correction subgraphs (x: [..., K], y: [..., N]):
   channel  y += MatMul(Gather(x, idx[c], axis=-1), val[c, N])
@@ -16,13 +17,16 @@ Correction subgraphs (x: [..., K], y: [..., N]):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import torch
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCorrection, MixedWeight
+from svdq_edge.packing import PackedWeight, unpack
 
 MS_DOMAIN = "com.microsoft"
 ELEMENT_FORMS = ("auto", "ell", "compact")
@@ -38,9 +42,14 @@ class OnnxFragment:
 
     nodes: list[NodeProto] = field(default_factory=list)
     initializers: list[TensorProto] = field(default_factory=list)
+    # (name, array) -> TensorProto, e.g. ExternalData.tensor: bytes written outside the protobuf, never copied
+    make_tensor: Callable[[str, np.ndarray], TensorProto] | None = None
 
     def init(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        if self.make_tensor is not None:
+            self.initializers.append(self.make_tensor(name, array))
+        else:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs) -> list[str]:
@@ -82,20 +91,47 @@ def choose_element_form(c: ElementCorrection, N: int) -> str:
     return "compact" if n_cols * N <= ELL_SLOT_COST * N * m else "ell"
 
 
+class Accumulate(str, Enum):
+    """How a correction's product joins the MatMulNBits output.
+
+    GEMM: x flattened to 2D, one Gemm with beta = 1 accumulates into the output (no separate [rows, N] product:
+          fastest with many rows, i.e. encoders and prefill; 4 extra reshape nodes).
+    ADD:  Gather on the last axis, MatMul, Add, on any rank (3 nodes: at one token per step the per-node cost
+          dominates, and this form decodes SmolLM2 1.3 ms/token faster than GEMM, see docs/decoders.md).
+    GEMM_2D: x is already [rows, K] (the fused decoder keeps its token stream 2D): Gather and one Gemm, 2 nodes.
+    """
+
+    GEMM = "gemm"
+    ADD = "add"
+    GEMM_2D = "gemm-2d"
+
+
+def has_default_zero_points(p: PackedWeight) -> bool:
+    """Every block's zero point equals 2^(bits-1) of the container (what MatMulNBits assumes when none is given)."""
+    z = unpack(p).zero
+    return bool((z == 2 ** (p.fmt.value - 1)).all())
+
+
 def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",
-                          accuracy_level: int = 0) -> OnnxFragment:
-    """Nodes computing y = x @ (dequant(Q) + S)^T (no bias) for the layer called `name`."""
+                          accuracy_level: int = 0, bias: np.ndarray | None = None,
+                          accumulate: Accumulate = Accumulate.GEMM,
+                          make_tensor: Callable[[str, np.ndarray], TensorProto] | None = None) -> OnnxFragment:
+    """Nodes computing y = x @ (dequant(Q) + S)^T (+ bias) for the layer called `name`.
+
+    `bias` float32 [N], when given, is MatMulNBits' own bias input (no separate Add); traced graphs keep theirs.
+    `make_tensor` builds the initializers (see OnnxFragment).
+    """
     if element_form not in ELEMENT_FORMS:
         raise ValueError(f"element_form must be one of {ELEMENT_FORMS}, got {element_form!r}")
     p = mixed.packed
-    f = OnnxFragment()
+    f = OnnxFragment(make_tensor=make_tensor)
     bits = p.fmt.value  # container bits: 3-bit codes run as 4-bit with explicit zero points
     w = f"{name}.weight"
-    inputs = [
-        f.init(f"{w}_Q{bits}", _np(p.B)),
-        f.init(f"{w}_scales", _np(p.scales).reshape(-1)),
-        f.init(f"{w}_zp", _np(p.zero_points).reshape(-1)),
-    ]
+    inputs = [f.init(f"{w}_Q{bits}", _np(p.B)), f.init(f"{w}_scales", _np(p.scales).reshape(-1))]
+    # MatMulNBits' default zero point is 2^(bits-1): symmetric codes need no zero-point tensor.
+    inputs.append("" if has_default_zero_points(p) else f.init(f"{w}_zp", _np(p.zero_points).reshape(-1)))
+    if bias is not None:
+        inputs += ["", f.init(f"{name}.bias", np.asarray(bias, dtype=np.float32))]  # no g_idx, then bias
     c = mixed.correction
     base = y if c is None else f"{w}_mnb_out"
     f.node("MatMulNBits", [x, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
@@ -103,18 +139,18 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
     if c is None:
         return f
     if isinstance(c, LowRankCorrection):
-        x2d = _flatten(f, w, x, p.K)
-        (h,) = f.node("MatMul", [x2d, f.init(f"{w}_corr_R", _np(c.R.T))], [f"{w}_corr_h"])  # [rows, r]
-        _accumulate(f, w, h, f.init(f"{w}_corr_L", _np(c.L.T)), base, y, p.N)  # L^T [r, N]
+        rows = _rows(f, w, x, p.K, accumulate)
+        (h,) = f.node("MatMul", [rows, f.init(f"{w}_corr_R", _np(c.R.T))], [f"{w}_corr_h"])  # [rows, r]
+        _accumulate(f, w, h, f.init(f"{w}_corr_L", _np(c.L.T)), base, y, p.N, accumulate)  # L^T [r, N]
         return f
     if isinstance(c, ChannelCorrection):
-        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N)
+        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N, accumulate)
         return f
     if not isinstance(c, ElementCorrection):
         raise TypeError(f"unsupported correction {type(c).__name__}")
     form = choose_element_form(c, p.N) if element_form == "auto" else element_form
     if form == "compact":
-        _compact_accumulate(f, w, x, c, base, y, p.K, p.N)
+        _compact_accumulate(f, w, x, c, base, y, p.K, p.N, accumulate)
         return f
     idx, val = ell_layout(c, p.N)
     (g,) = f.node("Gather", [x, f.init(f"{w}_corr_idx", idx)], [f"{w}_corr_g"], axis=-1)  # [..., N, m]
@@ -131,12 +167,26 @@ def _flatten(f: OnnxFragment, w: str, x: str, K: int) -> str:
     return x2d
 
 
-def _accumulate(f: OnnxFragment, w: str, a2d: str, b: str, base: str, y: str, N: int) -> None:
+def _rows(f: OnnxFragment, w: str, x: str, K: int, accumulate: Accumulate) -> str:
+    """x as the correction reads it: flattened to 2D for Gemm, as it is for MatMul + Add."""
+    return _flatten(f, w, x, K) if accumulate is Accumulate.GEMM else x
+
+
+def _accumulate(f: OnnxFragment, w: str, a2d: str, b: str, base: str, y: str, N: int,
+                accumulate: Accumulate = Accumulate.GEMM) -> None:
     """y = base + a2d @ b, with the sum done inside one Gemm (beta = 1) rather than a MatMul and an Add.
 
     The correction's product never exists as a separate [rows, N] tensor: Gemm accumulates into C, which saves a
     full pass over the output (the measured cost of the MatMul + Add form, see runtime/bench_correction.py).
+    With Accumulate.ADD, `a2d` may have any rank: MatMul, then Add.
     """
+    if accumulate is Accumulate.ADD:
+        (prod,) = f.node("MatMul", [a2d, b], [f"{w}_corr_out"])
+        f.node("Add", [base, prod], [y])
+        return
+    if accumulate is Accumulate.GEMM_2D:
+        f.node("Gemm", [a2d, b, base], [y], alpha=1.0, beta=1.0)
+        return
     (c2d,) = f.node("Reshape", [base, f.init(f"{w}_shape_out", np.array([-1, N], dtype=np.int64))], [f"{w}_c2d"])
     (y2d,) = f.node("Gemm", [a2d, b, c2d], [f"{w}_y2d"], alpha=1.0, beta=1.0)
     (shape,) = f.node("Shape", [base], [f"{w}_out_shape"])
@@ -144,15 +194,15 @@ def _accumulate(f: OnnxFragment, w: str, a2d: str, b: str, base: str, y: str, N:
 
 
 def _gather_accumulate(f: OnnxFragment, w: str, x: str, idx: np.ndarray, val_t: np.ndarray, base: str, y: str,
-                       K: int, N: int) -> None:
+                       K: int, N: int, accumulate: Accumulate = Accumulate.GEMM) -> None:
     """y = base + Gather(x, idx, axis=-1) @ val_t, with idx int64 [c] and val_t float32 [c, N]."""
-    x2d = _flatten(f, w, x, K)
-    (g,) = f.node("Gather", [x2d, f.init(f"{w}_corr_idx", idx.astype(np.int64))], [f"{w}_corr_g"], axis=1)
-    _accumulate(f, w, g, f.init(f"{w}_corr_val", val_t.astype(np.float32)), base, y, N)
+    rows = _rows(f, w, x, K, accumulate)
+    (g,) = f.node("Gather", [rows, f.init(f"{w}_corr_idx", idx.astype(np.int64))], [f"{w}_corr_g"], axis=-1)
+    _accumulate(f, w, g, f.init(f"{w}_corr_val", val_t.astype(np.float32)), base, y, N, accumulate)
 
 
 def _compact_accumulate(f: OnnxFragment, w: str, x: str, c: ElementCorrection, base: str, y: str, K: int,
-                        N: int) -> None:
+                        N: int, accumulate: Accumulate = Accumulate.GEMM) -> None:
     """Compact element form, stored sparsely: the file holds the touched columns, each kept weight's flat position
     in the [c, N] matrix (int32) and its value; ScatterElements into zeros rebuilds the matrix from constants only,
     so ONNX Runtime folds it once at session creation and the file never holds a dense (mostly zero) copy."""
@@ -166,9 +216,9 @@ def _compact_accumulate(f: OnnxFragment, w: str, x: str, c: ElementCorrection, b
                      [f"{w}_corr_flat"], axis=0)
     dims = f.init(f"{w}_corr_dims", np.array(dense_t.shape, dtype=np.int64))
     (dense,) = f.node("Reshape", [flat, dims], [f"{w}_corr_dense"])
-    x2d = _flatten(f, w, x, K)
-    (g,) = f.node("Gather", [x2d, f.init(f"{w}_corr_idx", cols.astype(np.int64))], [f"{w}_corr_g"], axis=1)
-    _accumulate(f, w, g, dense, base, y, N)
+    rows = _rows(f, w, x, K, accumulate)
+    (g,) = f.node("Gather", [rows, f.init(f"{w}_corr_idx", cols.astype(np.int64))], [f"{w}_corr_g"], axis=-1)
+    _accumulate(f, w, g, dense, base, y, N, accumulate)
 
 
 OPSET = 17

@@ -1,4 +1,8 @@
-"""Run a KV-cache decoder graph (exporters/decoder.py layout) under ONNX Runtime: feeds, prefill and decode steps."""
+"""Run a KV-cache decoder graph under ONNX Runtime: feeds, prefill and decode steps.
+
+Both layouts run here: the traced one (exporters/decoder.py, with position_ids) and the fused one
+(exporters/fused_decoder.py, positions from the attention mask). Each call's present.* becomes the next past.*.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +39,9 @@ def decoder_feed(session: ort.InferenceSession, input_ids: np.ndarray, attention
     """The full feed of a decoder call: `attention_mask` covers past + new tokens; no past = a fresh prompt."""
     ids = np.asarray(input_ids, dtype=np.int64)
     mask = np.asarray(attention_mask, dtype=np.int64)
-    feed = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids(mask, ids.shape[1])}
+    feed = {"input_ids": ids, "attention_mask": mask}
+    if any(i.name == "position_ids" for i in session.get_inputs()):  # the fused graph derives them from the mask
+        feed["position_ids"] = position_ids(mask, ids.shape[1])
     feed.update(past if past is not None else empty_past(session, ids.shape[0]))
     return feed
 

@@ -16,6 +16,7 @@ from svdq_edge.config import QuantConfig
 from svdq_edge.data import DataError
 from svdq_edge.decompose import decompose, relative_error
 from svdq_edge.embedding import quantize_input_embedding
+from svdq_edge.head import output_head, quantize_head
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
 
@@ -55,12 +56,15 @@ def linear_weight(module: nn.Module) -> Tensor:
     return module.weight.T if isinstance(module, Conv1D) else module.weight
 
 
-def find_targets(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
-    """Linears (and Conv1D) whose qualified name contains none of the `skip` substrings."""
+def find_targets(model: nn.Module, skip: tuple[str, ...], head_apart: bool = False) -> list[tuple[str, nn.Module]]:
+    """Linears (and Conv1D) whose qualified name contains none of the `skip` substrings (and, with `head_apart`,
+    not the output head, which `head.quantize_head` handles)."""
+    head = output_head(model) if head_apart else None
     return [
         (name, m)
         for name, m in model.named_modules()
         if isinstance(m, (nn.Linear, Conv1D)) and not any(s in name for s in skip)
+        and (head is None or m is not head[1])
     ]
 
 
@@ -107,7 +111,7 @@ def calibrate_model(model: nn.Module, tokenizer, config: QuantConfig,
     if config.calib_data is None:
         raise DataError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train TSV, or a "
                         "text file for causal LMs)")
-    names = [n for n, _ in find_targets(model, config.skip)]
+    names = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]
     data = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
                                   config.seed)
     return collect_stats(model, names, data, len(data), progress)
@@ -121,7 +125,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     a scale search first fold their scales into the model (which changes the producers' weights too).
     """
     start = time.perf_counter()
-    targets = find_targets(model, config.skip)
+    targets = find_targets(model, config.skip, head_apart=config.head_bits is not None)
     if not targets:
         raise ValueError("no linear layers to quantize (all skipped or none present)")
     method = get(config.method)
@@ -150,7 +154,14 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
                                          mixed.structure.value))
         set_module(model, name, QuantLinear(mixed, module.bias))
         del module, W, W_hat, mixed
-    if config.embedding_bits is not None:
+    shared = False
+    if config.head_bits is not None:
+        W = output_head(model)[1].weight.detach().float()
+        head_name, mixed, shared = quantize_head(model, config.head_bits, config.block_size, config.symmetric,
+                                                 config.clip)
+        report.layers.append(LayerReport(head_name, tuple(W.shape), mixed.bits_per_weight(),
+                                         relative_error(W, mixed.dequantize()), 0.0, None))
+    if config.embedding_bits is not None and not shared:
         E = model.get_input_embeddings().weight.detach().float()
         emb_name, q = quantize_input_embedding(model, config.embedding_bits, config.block_size, config.symmetric,
                                                config.clip)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.memory import bound_heap
 
 
 @click.group()
@@ -18,6 +19,7 @@ def main(verbose: int) -> None:
     """Data-free SVD mixed-precision quantization, exported to ONNX Runtime."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    bound_heap()
 
 
 @main.command()
@@ -29,18 +31,16 @@ def main(verbose: int) -> None:
 @user_errors
 def quantize(model, output, method, overwrite, **q):
     """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder."""
-    from svdq_edge.apply import calibrate_model, quantize_model
     from svdq_edge.io import prepare_output, save_quantized
-    from svdq_edge.sources import load_model
+    from svdq_edge.stream import quantize_any
 
     config = make_config(method, **q)
     prepare_output(output, overwrite)  # fail before the slow part
-    loaded = load_model(model)
-    stats = calibrate_model(loaded.model, loaded.tokenizer, config)
-    report = quantize_model(loaded.model, config, stats)
+    loaded, report = quantize_any(model, config)
     save_quantized(loaded, report, output, overwrite=overwrite)
-    n_emb = 1 if config.embedding_bits is not None else 0
-    what = f"{len(report.layers) - n_emb} linear layers" + (" and the token embedding" if n_emb else "")
+    tables = {n for n, m in loaded.model.named_modules() if type(m).__name__ == "QuantEmbedding"}
+    n_lin = sum(1 for r in report.layers if r.name not in tables)
+    what = f"{n_lin} linear layers" + (" and the token embedding" if tables else "")
     click.echo(f"quantized {what} in {report.seconds:.1f}s: {report.mean_bits():.2f} bits/weight, "
                f"mean relative weight error {report.mean_rel_error():.4f} -> {output}")
 
@@ -96,16 +96,20 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--fp32", is_flag=True, help="export the FP32 model (MODEL must not be a quantized folder)")
 @click.option("--element-form", type=click.Choice(["auto", "ell", "compact"]), default="auto", show_default=True,
               help="ONNX form of an element correction")
-@click.option("--accuracy-level", type=click.IntRange(0, 4), default=0, show_default=True,
-              help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; "
-                   "4 quantizes activations to int8 on CPU (faster, approximate)")
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=None,
+              help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; 4 quantizes "
+                   "activations to int8 on CPU (faster, approximate). Default: 4 for causal LMs (decode speed), "
+                   "0 for encoders")
+@click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
+              help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2), traced = "
+                   "torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
-def export(model, output, fp32, element_form, accuracy_level, overwrite):
+def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
-    from svdq_edge.exporters.export import export_onnx
+    from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx
     from svdq_edge.io import is_quantized_dir, load_quantized, prepare_output
-    from svdq_edge.sources import load_model
+    from svdq_edge.sources import ModelTask, load_model
 
     prepare_output(output, overwrite)
     quantized = model is not None and is_quantized_dir(model)
@@ -119,9 +123,12 @@ def export(model, output, fp32, element_form, accuracy_level, overwrite):
         cfg = config.to_dict()
     else:
         loaded, cfg = load_model(model), None
-    out, sizes, layers = export_onnx(loaded, output, cfg, element_form, accuracy_level, overwrite)
-    click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} -> {out}/model.onnx: "
-               f"{sizes.summary()}")
+    if accuracy_level is None:
+        accuracy_level = 4 if loaded.task is ModelTask.CAUSAL_LM else 0
+    out, sizes, layers = export_onnx(loaded, output, cfg, element_form, accuracy_level, overwrite, graph=graph)
+    path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
+    click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
+               f"accuracy level {accuracy_level}) -> {out}/model.onnx: {sizes.summary()}")
 
 
 def _register() -> None:

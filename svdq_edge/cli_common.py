@@ -53,6 +53,8 @@ def quant_options(fn):
         click.option("--embedding-bits", type=click.Choice(["none", "2", "4", "8"]),
                      default=str(DEFAULTS.embedding_bits), show_default=True,
                      help="block-quantize the input token embedding (GatherBlockQuantized in ONNX); none keeps FP32"),
+        click.option("--head-bits", type=click.Choice(["none", "4", "8"]), default="none", show_default=True,
+                     help="block-quantize a causal LM's output head (MatMulNBits; a tied embedding shares its codes)"),
         click.option("--calib-data", type=click.Path(path_type=Path), default=None,
                      help="calibration file for awq/spqr/gptq/rosaq: a GLUE train TSV, or a text file (causal LMs)"),
         click.option("--calib-samples", type=int, default=DEFAULTS.calib_samples, show_default=True,
@@ -69,7 +71,7 @@ def quant_options(fn):
 
 
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip,
-                embedding_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
+                embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
                 calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None) -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
     if rank is not None and float(rank).is_integer():
@@ -78,6 +80,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
              "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits),
+             "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
              "calib_seq_len": calib_seq_len}
     if recipe is None:

@@ -20,31 +20,63 @@ from svdq_edge.cli_common import user_errors
 @click.option("--seed", type=int, default=0, show_default=True, help="sampling seed")
 @click.option("--chat/--raw", default=True, show_default=True,
               help="wrap the prompt in the tokenizer's chat template when it has one")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--runtime", type=click.Choice(["auto", "genai", "ort"]), default="auto", show_default=True,
+              help="genai: onnxruntime-genai's Generator (extra `genai`; needs genai_config.json in the folder); "
+                   "ort: our ONNX Runtime loop; auto: genai when both are there, else ort")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="execution provider of the ort runtime (genai reads its providers from genai_config.json)")
 @click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime intra-op threads")
 @user_errors
-def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, provider, threads):
+def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, runtime, provider, threads):
     """Generate text from ONNX_DIR (a decoder exported by `svdq-edge export`) after PROMPT, streaming tokens."""
-    from svdq_edge.runtime.decoder import OnnxDecoder
-    from svdq_edge.runtime.generate import SamplingConfig, generate_ids, stream_text
-    from svdq_edge.runtime.session import make_session
+    from svdq_edge.runtime.generate import SamplingConfig, stream_text
     from svdq_edge.sources import load_tokenizer
 
     cfg = SamplingConfig(temperature, top_k, top_p, seed)
     tokenizer = load_tokenizer(str(onnx_dir))
     if tokenizer is None:
         raise ValueError(f"{onnx_dir}: no tokenizer files next to model.onnx")
-    decoder = OnnxDecoder(make_session(onnx_dir, provider, threads))
     ids = prompt_ids(tokenizer, prompt, chat)
-    eos = frozenset(i for i in (tokenizer.eos_token_id,) if i is not None)
+    runtime = pick_runtime(onnx_dir, runtime)
+    tokens = _token_stream(onnx_dir, runtime, ids, max_new_tokens, cfg, tokenizer, provider, threads)
     start = time.perf_counter()
-    out = stream_text(tokenizer, generate_ids(decoder, ids, max_new_tokens, cfg, eos),
-                      lambda piece: click.echo(piece, nl=False))
+    out = stream_text(tokenizer, tokens, lambda piece: click.echo(piece, nl=False))
     seconds = time.perf_counter() - start
     click.echo("")
+    where = "onnxruntime-genai" if runtime == "genai" else f"onnxruntime {provider}"
     click.echo(f"[{len(ids)} prompt tokens, {len(out)} new tokens in {seconds:.2f}s: "
-               f"{len(out) / seconds:.1f} tokens/s, {'greedy' if temperature == 0 else 'sampled'}, {provider}]",
+               f"{len(out) / seconds:.1f} tokens/s, {'greedy' if temperature == 0 else 'sampled'}, {where}]",
                err=True)
+
+
+def pick_runtime(onnx_dir: Path, runtime: str) -> str:
+    """'genai' or 'ort' for this folder: `auto` takes genai when it is installed and the folder has its config."""
+    from svdq_edge.runtime.genai import genai_available, is_genai_folder
+
+    if runtime == "genai":
+        if not genai_available():
+            raise ValueError("--runtime genai needs onnxruntime-genai: pip install 'svdq-edge[genai]'")
+        if not is_genai_folder(onnx_dir):
+            raise ValueError(f"{onnx_dir}: no genai_config.json (export it with the fused graph)")
+        return "genai"
+    if runtime == "auto" and genai_available() and is_genai_folder(onnx_dir):
+        return "genai"
+    return "ort"
+
+
+def _token_stream(onnx_dir, runtime, ids, max_new_tokens, cfg, tokenizer, provider, threads):
+    if runtime == "genai":
+        from svdq_edge.runtime.genai import GenaiDecoder
+
+        return GenaiDecoder(onnx_dir).generate_ids(ids, max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                                                   cfg.seed)
+    from svdq_edge.runtime.decoder import OnnxDecoder
+    from svdq_edge.runtime.generate import generate_ids
+    from svdq_edge.runtime.session import make_session
+
+    decoder = OnnxDecoder(make_session(onnx_dir, provider, threads))
+    eos = frozenset(i for i in (tokenizer.eos_token_id,) if i is not None)
+    return generate_ids(decoder, ids, max_new_tokens, cfg, eos)
 
 
 def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 SUPPORTED_BITS = (2, 3, 4, 8)
+HEAD_BITS = (4, 8)  # MatMulNBits widths with a fast CPU path that GatherBlockQuantized also reads
 DEFAULT_SKIP = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
 
 
@@ -42,6 +43,9 @@ class QuantConfig:
     seed:        seed of the `random` method (and of randomized SVD).
     embedding_bits: None keeps the input token embedding in FP32; 2, 4 or 8 block-quantizes it (same block_size),
                  exported as GatherBlockQuantized.
+    head_bits:   None leaves a causal LM's output head to `skip`; 4 or 8 block-quantizes it (round to nearest, no
+                 correction: MatMulNBits alone). A head tied to the input embedding then shares its codes with the
+                 embedding (GatherBlockQuantized reads the same initializer), whatever `embedding_bits` says.
     skip:        module-name substrings left in FP32 (task heads by default).
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
                  never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
@@ -59,6 +63,7 @@ class QuantConfig:
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
     embedding_bits: int | None = 4
+    head_bits: int | None = None
     calib_data: str | None = None
     calib_samples: int = 128
     calib_seq_len: int = 128
@@ -78,6 +83,8 @@ class QuantConfig:
             self._check_rank()
         if self.embedding_bits is not None and self.embedding_bits not in (2, 4, 8):
             raise ConfigError(f"embedding_bits must be 2, 4, 8 or None, got {self.embedding_bits}")
+        if self.head_bits is not None and self.head_bits not in HEAD_BITS:
+            raise ConfigError(f"head_bits must be one of {HEAD_BITS} or None, got {self.head_bits}")
         if not isinstance(self.calib_samples, int) or self.calib_samples < 1:
             raise ConfigError(f"calib_samples must be an int >= 1, got {self.calib_samples!r}")
         if not isinstance(self.calib_seq_len, int) or not 8 <= self.calib_seq_len <= 8192:

@@ -22,7 +22,7 @@ from svdq_edge.apply import QuantReport
 from svdq_edge.config import QuantConfig
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear, set_module
-from svdq_edge.sources import AUTO_CLASS, LoadedModel, ModelTask, load_tokenizer
+from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer
 
 QUANT_CONFIG_FILE = "quant_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -60,7 +60,8 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         model = loaded.model
         layers = {n: m.layer_meta() for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        quantized = {f"{n}.{b}" for n in layers for b, _ in model.get_submodule(n).named_buffers()}
+        save_file(_dedupe_shared(state, quantized), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format": FORMAT_VERSION, "config": report.config.to_dict(), "task": loaded.task.value,
                 "source": loaded.source, "layers": layers, "report": report.to_dict()}
         (tmp / QUANT_CONFIG_FILE).write_text(json.dumps(meta, indent=2))
@@ -74,13 +75,17 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
     return out
 
 
-def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors sharing memory (tied embeddings): keep the first name of each storage."""
+def _dedupe_shared(state: dict[str, torch.Tensor], own_copy: set[str]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory. Tied FP32 parameters keep the first name of each storage (the
+    loader ties them again); quantized layers' buffers in `own_copy` (a head sharing its table with the embedding)
+    are saved under every name, cloned, since each layer rebuilds from its own."""
     seen: dict[tuple[int, int], str] = {}
     out = {}
     for k, v in state.items():
         key = (v.untyped_storage().data_ptr(), v.storage_offset())
         if key in seen:
+            if k in own_copy:
+                out[k] = v.clone()
             continue
         seen[key] = k
         out[k] = v
@@ -95,26 +100,31 @@ def read_quant_meta(path: str | Path) -> dict:
 
 
 def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig]:
-    """Rebuild the model from its config, put QuantLinear layers in place, and load the saved tensors."""
+    """Rebuild the model on the meta device (no FP32 allocation), put QuantLinear layers in place, and fill the
+    remaining tensors from the saved ones."""
     from svdq_edge.sources import load_config
+    from svdq_edge.stream import StreamError, materialize, skeleton
 
     path = Path(path)
     meta = read_quant_meta(path)
     task = ModelTask(meta["task"])
-    model = AUTO_CLASS[task].from_config(load_config(str(path)))
+    model = skeleton(load_config(str(path)), task)
     state = load_file(str(path / WEIGHTS_FILE))
+    used = set()
     for name, lm in meta["layers"].items():
         prefix = name + "."
         tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        used |= {prefix + k for k in tensors}
         cls = QuantEmbedding if lm.get("kind") == "embedding" else QuantLinear
         set_module(model, name, cls.from_tensors(lm, tensors))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if hasattr(model, "tie_weights") and not any(isinstance(m, QuantEmbedding) for m in model.modules()):
-        model.tie_weights()  # a quantized table's tied head was saved with its own (dequantized) weight
+    try:
+        materialize(model, state.__getitem__, state.__contains__)
+    except StreamError as e:
+        raise ValueError(f"{path}: weights do not match the model ({e})") from None
+    used |= {n for n, _ in [*model.named_parameters(), *model.named_buffers()]}
+    unexpected = sorted(set(state) - used)
+    if unexpected:
+        raise ValueError(f"{path}: weights do not match the model (unexpected {unexpected[:3]})")
     model.eval()
     config = QuantConfig.from_dict(meta["config"])
     return LoadedModel(model, load_tokenizer(str(path)), task, meta["source"]), config

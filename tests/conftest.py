@@ -13,6 +13,10 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +34,43 @@ def tiny_bert() -> BertForSequenceClassification:
 def tiny_llama() -> LlamaForCausalLM:
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, eos_token_id=2)
     cfg.architectures = ["LlamaForCausalLM"]
     return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_llama_tied() -> LlamaForCausalLM:
+    """A Llama whose LM head is the input embedding (as SmolLM2's)."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
+    cfg.architectures = ["LlamaForCausalLM"]
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_qwen2() -> Qwen2ForCausalLM:
+    """Qwen2: biases on q/k/v."""
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, eos_token_id=2)
+    cfg.architectures = ["Qwen2ForCausalLM"]
+    model = Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():  # random init leaves biases at 0: make them matter
+        for layer in model.model.layers:
+            for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                m.bias.normal_(0, 0.5)
+    return model
+
+
+def tiny_mistral(window: int = 5) -> MistralForCausalLM:
+    """Mistral with a sliding window shorter than the test sequences."""
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                        sliding_window=window, eos_token_id=2)
+    cfg.architectures = ["MistralForCausalLM"]
+    return MistralForCausalLM(cfg).eval()
 
 
 def tiny_gpt2() -> GPT2LMHeadModel:

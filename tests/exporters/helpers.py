@@ -38,3 +38,11 @@ def initializer_names(path: Path) -> set[str]:
 
 def to_array(path: Path, name: str):
     return next(numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.name == name)
+
+
+def check_linear_counts(path: Path, layers: dict, n_quantized: int) -> None:
+    """One MatMulNBits per emitted linear; the emitted linears (the fused decoder packs q/k/v and gate/up) cover
+    every quantized module exactly once."""
+    linears = [v for v in layers.values() if v["kind"] == "linear"]
+    assert op_counts(path)["MatMulNBits"] == len(linears)
+    assert sum(v.get("modules", 1) for v in linears) == n_quantized

@@ -1,4 +1,5 @@
-"""KV-cache decoder export (tiny Llama and GPT-2 built in code): graph layout, logits and greedy tokens vs PyTorch."""
+"""Traced KV-cache decoder export (tiny Llama and GPT-2 built in code; `graph="traced"`, Optimum's layout): graph
+layout, logits and greedy tokens vs PyTorch. The fused graph has its own tests (test_fused_decoder.py)."""
 
 import numpy as np
 import onnx
@@ -26,7 +27,7 @@ def exported(request, tmp_path_factory):
     model = DECODERS[request.param]()
     quantize_model(model, CFG, progress=False)
     out, _, _ = export_onnx(LoadedModel(model, None, ModelTask.CAUSAL_LM, request.param),
-                            tmp_path_factory.mktemp(request.param) / "onnx", CFG.to_dict())
+                            tmp_path_factory.mktemp(request.param) / "onnx", CFG.to_dict(), graph="traced")
     return request.param, model, out
 
 

