@@ -181,8 +181,8 @@ class FusedDecoderBuilder:
         emb = self.model.get_input_embeddings()
         y = "/model/embed_tokens/output"
         if isinstance(emb, QuantEmbedding):
-            head = self.model.get_output_embeddings()
-            if _shares_codes(head, emb):
+            shared = _shares_codes(self.model.get_output_embeddings(), emb)
+            if shared:
                 self._shared_embedding(emb, y)
             else:
                 self._extend(quant_embedding_fragment("model.embed_tokens", emb.packed, "input_ids", y,
@@ -191,7 +191,7 @@ class FusedDecoderBuilder:
             self.out.layers["model.embed_tokens"] = {"kind": "embedding", "shape": [emb.num_embeddings,
                                                      emb.embedding_dim], "bits": emb.bits,
                                                      "block_size": emb.block_size, "op": "GatherBlockQuantized",
-                                                     "shared_with_head": _shares_codes(head, emb)}
+                                                     "shared_with_head": shared}
             return y
         table = self.f.init("model.embed_tokens.weight", _np(emb.weight.float()))
         self.f.node("Gather", [table, "input_ids"], [y], axis=0)
@@ -346,6 +346,8 @@ def _shares_codes(head: nn.Module | None, emb: QuantEmbedding) -> bool:
     """The head is a plain MatMulNBits (no correction, no bias) over exactly the embedding's packed table."""
     if not isinstance(head, QuantLinear) or head.structure is not None or head.bias is not None:
         return False
+    if all(getattr(head, t) is getattr(emb, t) for t in ("B", "scales", "zero_points")):
+        return True  # one table held by both modules (quantized that way): nothing to compare
     return (head.bits == emb.bits and head.block_size == emb.block_size and head.B.shape == emb.B.shape
             and bool(torch.equal(head.B, emb.B)) and bool(torch.equal(head.scales, emb.scales))
             and bool(torch.equal(head.zero_points, emb.zero_points)))

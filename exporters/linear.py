@@ -26,7 +26,7 @@ import torch
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCorrection, MixedWeight
-from svdq_edge.packing import PackedWeight, unpack
+from svdq_edge.packing import PackedWeight, unpack_zero_points
 
 MS_DOMAIN = "com.microsoft"
 ELEMENT_FORMS = ("auto", "ell", "compact")
@@ -108,8 +108,7 @@ class Accumulate(str, Enum):
 
 def has_default_zero_points(p: PackedWeight) -> bool:
     """Every block's zero point equals 2^(bits-1) of the container (what MatMulNBits assumes when none is given)."""
-    z = unpack(p).zero
-    return bool((z == 2 ** (p.fmt.value - 1)).all())
+    return bool((unpack_zero_points(p) == 2 ** (p.fmt.value - 1)).all())
 
 
 def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",

@@ -33,7 +33,7 @@ class LazyWeights:
             index = json.loads((folder / INDEX).read_text())["weight_map"]
             self.shard = {name: folder / file for name, file in index.items()}
         elif (folder / SINGLE).is_file():
-            with safe_open(str(folder / SINGLE), framework="pt") as f:
+            with _open(folder / SINGLE) as f:
                 self.shard = dict.fromkeys(f.keys(), folder / SINGLE)
         else:
             raise LazyWeightsError(f"{folder}: no {SINGLE} or {INDEX}")
@@ -52,19 +52,19 @@ class LazyWeights:
 
     def shape(self, name: str) -> tuple[int, ...]:
         key = self._need(name)
-        with safe_open(str(self.shard[key]), framework="pt") as f:
+        with _open(self.shard[key]) as f:
             return tuple(f.get_slice(key).get_shape())
 
     def read(self, name: str) -> Tensor:
         """The whole tensor as float32 (a copy: the shard is closed on return)."""
         key = self._need(name)
-        with safe_open(str(self.shard[key]), framework="pt") as f:
+        with _open(self.shard[key]) as f:
             return _own_float(f.get_tensor(key))
 
     def read_rows(self, name: str, start: int, stop: int) -> Tensor:
         """Rows [start, stop) of a 2-D tensor as float32."""
         key = self._need(name)
-        with safe_open(str(self.shard[key]), framework="pt") as f:
+        with _open(self.shard[key]) as f:
             return _own_float(f.get_slice(key)[start:stop])
 
     def _key(self, name: str) -> str | None:
@@ -80,6 +80,15 @@ class LazyWeights:
         if key is None:
             raise LazyWeightsError(f"{self.folder}: no tensor {name!r} in the safetensors weights")
         return key
+
+
+def _open(path: Path):
+    """safe_open, with an unreadable file reported as a one-line LazyWeightsError."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as e:  # safetensors raises its own error type (and OSError) for bad or missing files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LazyWeightsError(f"{path}: not a readable safetensors file ({first})") from None
 
 
 def _own_float(t: Tensor) -> Tensor:

@@ -109,10 +109,15 @@ def pack(q: BlockQuant) -> PackedWeight:
     )
 
 
+def unpack_zero_points(p: PackedWeight) -> Tensor:
+    """uint8 [N, n_blocks]: the zero points alone (no codes unpacked)."""
+    return _unpack_codes(p.zero_points, p.fmt)[:, : p.n_blocks]
+
+
 def unpack(p: PackedWeight) -> BlockQuant:
     """PackedWeight -> BlockQuant (exact inverse of `pack`)."""
     fmt = p.fmt
     nb = p.n_blocks
     codes = _unpack_codes(p.B, fmt).reshape(p.N, nb * p.block_size)
-    zero = _unpack_codes(p.zero_points, fmt)[:, :nb]
+    zero = unpack_zero_points(p)
     return BlockQuant(codes=codes, scale=p.scales, zero=zero, K=p.K, bits=p.bits, block_size=p.block_size)

@@ -84,6 +84,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
     if reason is not None:
         raise StreamError(reason)
     start = time.perf_counter()
+    tokenizer = load_tokenizer(source)  # first: its parsing transient then sits on the smallest footprint
     model, task = meta_model(source)
     weights = LazyWeights(source, getattr(model, "base_model_prefix", ""))
     report = QuantReport(config)
@@ -110,7 +111,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         report.layers.append(_table_report(name, packed, err))
     materialize(model, weights.read, weights.__contains__)
     report.seconds = time.perf_counter() - start
-    return LoadedModel(model, load_tokenizer(source), task, source), report
+    return LoadedModel(model, tokenizer, task, source), report
 
 
 def quantize_table_lazily(weights: LazyWeights, name: str, bits: int,
