@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
-import resource
+import logging
 import subprocess
 import sys
 import time
@@ -67,6 +67,7 @@ def _child(args: list[str]) -> dict:
 def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, accuracy_level, genai, out):
     if ctx.invoked_subcommand is not None:
         return
+    logging.basicConfig(level=logging.WARNING)  # ORT's quantizer logs a line per MatMul at INFO
     if data is None:
         raise click.UsageError("--data is required (e.g. ../shared/data/wikitext2/wiki.test.raw)")
     raw = default_variants() if variants is None else json.loads(variants)
@@ -104,7 +105,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     """Build every contender; return the table (also saved as bench.json)."""
     from svdq_edge.data import read_text_ids
     from svdq_edge.runtime.decode_latency import measure_decoders
-    from svdq_edge.runtime.genai import GenaiDecoder, is_genai_folder
+    from svdq_edge.runtime.genai import decode_ms_interleaved, is_genai_folder, set_session_threads
     from svdq_edge.runtime.latency import model_size_mb
     from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
     from svdq_edge.runtime.session import make_session
@@ -116,15 +117,19 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     contexts = tuple(c for c in CONTEXTS if c < max_pos)
     builds = build_contenders(source, configs, out, accuracy_level, genai)
     names = list(builds)
-    sessions = [make_session(out / n, "cpu", threads) for n in names]
     tok = load_tokenizer(source)
     ids = read_text_ids(tok, data, ppl_tokens)
+    # onnxruntime-genai's Generator first, before any other session exists (idle threads would skew it), with the
+    # same thread count written into every genai folder.
+    genai_dirs = {n: out / n for n in names if is_genai_folder(out / n)}
+    for folder in genai_dirs.values():
+        set_session_threads(folder, threads)
+    gen_ms = decode_ms_interleaved(genai_dirs, ids[:128].tolist(), 64) if genai_dirs else {}
+    sessions = [make_session(out / n, "cpu", threads) for n in names]
     ppl = [perplexity(onnx_window_scorer(s), ids, max_length, stride, desc=f"ppl {n}")
            for n, s in zip(names, sessions, strict=True)]
     lat = measure_decoders(sessions, len(tok), contexts=contexts, runs=runs)
     del sessions
-    prompt = ids[:128].tolist()
-    gen_ms = {n: GenaiDecoder(out / n).decode_ms(prompt, 64) for n in names if is_genai_folder(out / n)}
     weight_mb = builds["fp32"]["weight_mb"]
     dump = {"configs": {k: c.to_dict() for k, c in configs.items()}, "builds": builds}
     rows = []
@@ -171,10 +176,10 @@ def _nodes(folder: Path) -> int:
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def child(model, config_json, fp32, genai_build, accuracy_level, out):
     """(internal) Build one contender in this process; print seconds and peak RSS as JSON."""
-    from svdq_edge.memory import bound_heap
+    from svdq_edge.memory import bound_heap, peak_rss_mib
 
     bound_heap()  # as the CLI does
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = peak_rss_mib()
     start = time.perf_counter()
     facts = {}
     if genai_build:
@@ -183,7 +188,7 @@ def child(model, config_json, fp32, genai_build, accuracy_level, out):
         build_genai_int4(Path(model), out, out.parent / ".genai-cache", in_process=True)
     else:
         facts = _build_ours(model, config_json, fp32, accuracy_level, out)
-    click.echo(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    click.echo(json.dumps({"peak_rss_mb": peak_rss_mib(),
                            "baseline_rss_mb": baseline, "seconds": time.perf_counter() - start, **facts}))
 
 

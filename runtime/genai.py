@@ -80,6 +80,25 @@ def pin_kv_dims(folder: Path) -> None:
         onnx.save(model, str(path))
 
 
+def set_session_threads(folder: Path, threads: int) -> None:
+    """Write ONNX Runtime's intra-op thread count into the folder's genai_config.json (genai's default is its own)."""
+    path = Path(folder) / "genai_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    path.write_text(json.dumps(cfg, indent=4))
+
+
+def decode_ms_interleaved(folders: dict[str, Path], prompt_ids: list[int], new_tokens: int = 64,
+                          rounds: int = 3) -> dict[str, float]:
+    """Per folder, the median over `rounds` of GenaiDecoder.decode_ms, the folders taking turns in every round."""
+    decoders = {name: GenaiDecoder(folder) for name, folder in folders.items()}
+    times: dict[str, list[float]] = {name: [] for name in folders}
+    for _ in range(rounds):
+        for name, dec in decoders.items():
+            times[name].append(dec.decode_ms(prompt_ids, new_tokens))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 class GenaiDecoder:
     """Token generation through onnxruntime-genai's Generator (its KV cache handling, its sampling)."""
 

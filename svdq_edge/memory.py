@@ -27,3 +27,23 @@ def bound_heap() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES))
     except (OSError, AttributeError):
         return False
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB.
+
+    Linux: VmHWM, the high-water mark of this address space. Not getrusage's ru_maxrss, which a child process
+    inherits from its parent across fork and exec: a benchmark child started by a large parent would report the
+    parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
