@@ -2,7 +2,7 @@
 
 Output folder: model.onnx (+ model.onnx.data: always for fused decoders, otherwise over 2 GB), config.json, tokenizer
 files, export.json (the size report, the layer table and which graph path was taken). Encoders and traced decoders
-load in Optimum's ORTModel classes; fused decoders (exporters/fused_decoder.py) add genai_config.json and
+load in Optimum's ORTModel classes; fused decoders (exporters/fused/) add genai_config.json and
 generation_config.json and run in onnxruntime-genai. The quantization config and a per-layer summary are also in
 model.onnx's metadata_props, so the file alone says how it was made.
 """
@@ -22,7 +22,7 @@ import onnx
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.external import ExternalData
-from svdq_edge.exporters.fused_decoder import FusedDecoderBuilder, FusedUnsupported, fused_unsupported_reason
+from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsupported_reason
 from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_genai_files
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
@@ -102,7 +102,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
                 opset: int = 18, graph: str = "auto") -> tuple[Path, SizeReport, dict]:
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
 
-    `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused_decoder.py),
+    `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused/),
     "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
     family is covered. The report and model.onnx's metadata say which path was taken.
     """
@@ -173,7 +173,7 @@ def _decoder_path(loaded: LoadedModel, graph: str) -> str:
 
 
 def _fused(loaded: LoadedModel, element_form: str, accuracy_level: int, external: ExternalData):
-    fd = FusedDecoderBuilder(loaded.model, accuracy_level, element_form, external).build()
+    fd = build_fused(loaded.model, accuracy_level, element_form, external)
     sizes = size_report(fd.model, fd.quant_shapes, fd.embedding_shapes)
     inputs = [i.name for i in fd.model.graph.input]
     return fd.model, inputs, "logits", fd.layers, sizes

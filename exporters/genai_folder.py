@@ -14,6 +14,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 GENAI_CONFIG = "genai_config.json"
+# onnxruntime-genai picks its model class by `type`. Its "gpt2" class expects an older combined-KV layout; our fused
+# GPT-2 graph has the generic decoder-only I/O, which genai runs under "llama" (tokens checked in the tests).
+GENAI_TYPE = {"gpt2": "llama"}
 # transformers 5 writes this class name into tokenizer_config.json; 4.x (the versions Optimum pins) rejects it,
 # and onnxruntime-genai's tokenizer does not know it. The fast tokenizer class reads the same tokenizer.json.
 PORTABLE_TOKENIZER_CLASS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
@@ -40,7 +43,8 @@ def genai_config(config, onnx_file: str, share_buffer: bool, eos_ids: list[int],
     }
     eos = eos_ids[0] if len(eos_ids) == 1 else eos_ids
     model = {"bos_token_id": bos_id, "context_length": context, "decoder": decoder, "eos_token_id": eos,
-             "pad_token_id": pad_id if pad_id is not None else eos_ids[0], "type": config.model_type,
+             "pad_token_id": pad_id if pad_id is not None else eos_ids[0],
+             "type": GENAI_TYPE.get(config.model_type, config.model_type),
              "vocab_size": config.vocab_size}
     search = {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
               "max_length": context, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,

@@ -1,7 +1,7 @@
 """Run a KV-cache decoder graph under ONNX Runtime: feeds, prefill and decode steps.
 
 Both layouts run here: the traced one (exporters/decoder.py, with position_ids) and the fused one
-(exporters/fused_decoder.py, positions from the attention mask). Each call's present.* becomes the next past.*.
+(exporters/fused/, positions from the attention mask). Each call's present.* becomes the next past.*.
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ def evaluate(model, data, limit, batch_size):
                    "activations to int8 on CPU (faster, approximate). Default: 4 for causal LMs (decode speed), "
                    "0 for encoders")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
-              help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2), traced = "
-                   "torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
+              help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2, GPT-2), "
+                   "traced = torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
 def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):

@@ -1,5 +1,6 @@
-"""The fused decoder graph (exporters/fused_decoder.py): Llama, tied Llama with a shared quantized head, Qwen2 with
-q/k/v biases, Mistral past its sliding window. Logits, cache steps and greedy tokens against the PyTorch reference."""
+"""The fused decoder graphs (exporters/fused/): Llama, tied Llama with a shared quantized head, Qwen2 with q/k/v
+biases, Mistral past its sliding window, GPT-2 (learned positions, Conv1D, LayerNorm). Logits, cache steps and greedy
+tokens against the PyTorch reference."""
 
 import json
 
@@ -11,7 +12,7 @@ import torch
 from svdq_edge.apply import quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.exporters.fused_decoder import FusedUnsupported
+from svdq_edge.exporters.fused import FusedUnsupported
 from svdq_edge.lm import greedy_ids
 from svdq_edge.runtime.decoder import OnnxDecoder
 from svdq_edge.runtime.generate import generate_ids
@@ -30,7 +31,12 @@ CASES = {
     "qwen2": (tiny_qwen2, CHANNEL),
     "mistral": (tiny_mistral, CHANNEL),
     "llama-fp32": (tiny_llama, None),
+    "gpt2": (tiny_gpt2, CHANNEL),
+    "gpt2-head8-lowrank": (tiny_gpt2, CHANNEL.replace(structure="lowrank", head_bits=8)),
+    "gpt2-fp32": (tiny_gpt2, None),
 }
+RMS_NORMS = ("SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization")
+NORMS = {"gpt2": ("SkipLayerNormalization", "LayerNormalization")}  # the others: RMS_NORMS
 
 
 def _export(name, tmp_path_factory, accuracy_level=0):
@@ -55,16 +61,18 @@ def test_graph_is_fused_with_the_genai_layout(exported):
     ops = op_counts(out / "model.onnx")
     layers = model.config.num_hidden_layers
     assert ops["GroupQueryAttention"] == layers
-    assert ops["SkipSimplifiedLayerNormalization"] == 2 * layers and ops["SimplifiedLayerNormalization"] == 1
+    skip, first = NORMS.get(model.config.model_type, RMS_NORMS)
+    assert ops[skip] == 2 * layers and ops[first] == 1
     assert [i.name for i in m.graph.input][:2] == ["input_ids", "attention_mask"]  # no position_ids
     assert "position_ids" not in {i.name for i in m.graph.input}
     assert json.loads((out / "export.json").read_text())["graph"] == "fused"
     cfg = json.loads((out / "genai_config.json").read_text())
     assert cfg["search"]["past_present_share_buffer"] is True
     assert cfg["model"]["decoder"]["num_hidden_layers"] == layers
-    if name == "llama-fp32":
+    if name.endswith("fp32"):
         assert ops["MatMulNBits"] == 0
-    else:  # q/k/v and gate/up each packed into one MatMulNBits; the head stays FP32 unless head_bits is set
+    else:  # Llama packs q/k/v and gate/up into one MatMulNBits each (GPT-2 has 4 linears); the head stays FP32
+        # unless head_bits is set
         assert ops["MatMulNBits"] == 4 * layers + (1 if "head8" in name else 0)
 
 
@@ -107,10 +115,13 @@ def test_accuracy_level_4_stays_close(tmp_path_factory):
     assert 0 < err < 0.05  # int8 activations: approximate, not exact
 
 
-def test_uncovered_family_falls_back_to_the_traced_graph(tmp_path):
-    model = tiny_gpt2()
-    loaded = LoadedModel(model, None, ModelTask.CAUSAL_LM, "gpt2")
-    with pytest.raises(FusedUnsupported, match="gpt2"):
+def test_uncovered_model_falls_back_to_the_traced_graph(tmp_path):
+    model = tiny_llama()
+    model.config.hidden_act = "gelu_pytorch_tanh"  # no fused Llama MLP for it
+    for mlp in (layer.mlp for layer in model.model.layers):
+        mlp.act_fn = torch.nn.GELU(approximate="tanh")
+    loaded = LoadedModel(model, None, ModelTask.CAUSAL_LM, "llama-gelu")
+    with pytest.raises(FusedUnsupported, match="activation"):
         export_onnx(loaded, tmp_path / "forced", graph="fused")
     assert not (tmp_path / "forced").exists()
     out, _, _ = export_onnx(loaded, tmp_path / "auto")

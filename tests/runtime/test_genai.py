@@ -12,7 +12,7 @@ from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.lm import greedy_ids
 from svdq_edge.sources import LoadedModel, ModelTask
-from tests.conftest import tiny_llama_tied
+from tests.conftest import tiny_gpt2, tiny_llama_tied
 
 og = pytest.importorskip("onnxruntime_genai", reason="the genai extra is not installed")
 
@@ -20,9 +20,10 @@ CFG = QuantConfig(method="range", bits=4, block_size=16, keep=0.05, structure="c
                   head_bits=8)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = tiny_llama_tied()
+@pytest.fixture(scope="module", params=["llama-tied", "gpt2"])
+def exported(request, tmp_path_factory):
+    model = tiny_llama_tied() if request.param == "llama-tied" else tiny_gpt2()
+    model.config.eos_token_id = model.generation_config.eos_token_id = 2
     with torch.no_grad():  # wider weights than the default init, so greedy tokens vary from step to step
         for p in model.parameters():
             if p.dim() == 2:

@@ -1,0 +1,259 @@
+"""What every fused decoder graph shares: onnxruntime-genai's I/O, the attention-mask reformat, linears as
+MatMulNBits + our FP32 correction (or FP32 MatMul), quantized or shared token tables, the LM head, the model.
+
+  inputs   input_ids int64 [batch, sequence_length]
+           attention_mask int64 [batch, total_sequence_length]
+           past_key_values.{i}.key / .value float32 [batch, kv_heads, past_sequence_length, head_dim]
+  outputs  logits float32 [batch, sequence_length, vocab]
+           present.{i}.key / .value float32 [batch, kv_heads, total_sequence_length, head_dim]
+
+There is no position_ids input: GroupQueryAttention derives positions from the mask (seqlens_k = attended tokens
+- 1), and a family with learned positions gathers them from the same mask. The token stream runs 2-D ([tokens,
+hidden]): each FP32 correction is then a Gather and one Gemm accumulating into its MatMulNBits output.
+A family builder (llama.py, gpt2.py) adds one method per graph piece and `build`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from svdq_edge.apply import linear_weight
+from svdq_edge.concat import can_concat, concat_rows
+from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.exporters.embedding import quant_embedding_fragment
+from svdq_edge.exporters.external import ExternalData
+from svdq_edge.exporters.linear import (
+    MS_DOMAIN,
+    Accumulate,
+    OnnxFragment,
+    _np,
+    has_default_zero_points,
+    quant_linear_fragment,
+)
+from svdq_edge.modules import QuantLinear
+
+OPSET = 21
+ROWS_2D = "/model/constants/rows_2d"  # [-1, hidden]
+TOKENS_3D = "/model/tokens_3d"  # [batch, sequence, -1]
+
+
+class FusedUnsupported(ValueError):
+    """The model has a feature the fused builders do not cover; the traced path handles it."""
+
+
+@dataclass
+class FusedDecoder:
+    """The built graph and what the export report needs about it."""
+
+    model: onnx.ModelProto
+    layers: dict[str, dict] = field(default_factory=dict)  # emitted layer name -> kind, shape, bits, ...
+    quant_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # MatMulNBits layers: [N, K]
+    embedding_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # quantized tables
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_positions: int
+
+    @classmethod
+    def of(cls, config) -> DecoderShape:
+        heads = config.num_attention_heads  # GPT-2's n_head etc. reach here through its attribute_map
+        return cls(config.num_hidden_layers, config.hidden_size, heads,
+                   getattr(config, "num_key_value_heads", None) or heads,
+                   getattr(config, "head_dim", None) or config.hidden_size // heads, config.vocab_size,
+                   config.max_position_embeddings)
+
+
+class DecoderBuilder:
+    """Shared pieces; subclasses define `unsupported_reason` and `build`."""
+
+    @classmethod
+    def unsupported_reason(cls, config) -> str | None:
+        raise NotImplementedError
+
+    def __init__(self, model: nn.Module, accuracy_level: int = 0, element_form: str = "auto",
+                 external: ExternalData | None = None):
+        """`external`: where initializers go as they are made (None keeps them inside the protobuf)."""
+        reason = self.unsupported_reason(model.config)
+        if reason is not None:
+            raise FusedUnsupported(reason)
+        self.model, self.accuracy_level, self.element_form = model, accuracy_level, element_form
+        self.s = DecoderShape.of(model.config)
+        self.make_tensor = None if external is None else external.tensor
+        self.f = OnnxFragment(make_tensor=self.make_tensor)
+        self.out = FusedDecoder(onnx.ModelProto())
+
+    def build(self) -> FusedDecoder:
+        raise NotImplementedError
+
+    # -- shared graph pieces ------------------------------------------------------------------------------------
+    def make_attention_mask_reformat(self) -> tuple[str, str]:
+        """seqlens_k int32 [batch] = attended tokens - 1; total_sequence_length int32 scalar = mask width."""
+        f = self.f
+        one = f.init("/model/constants/int64_1", np.array([1], dtype=np.int64))
+        (tokens,) = f.node("ReduceSum", ["attention_mask", one], ["/model/mask/tokens"], keepdims=0)
+        (last,) = f.node("Sub", [tokens, one], ["/model/mask/last"])
+        (seqlens,) = f.node("Cast", [last], ["/model/mask/seqlens_k"], to=TensorProto.INT32)
+        (shape,) = f.node("Shape", ["attention_mask"], ["/model/mask/shape"])
+        idx = f.init("/model/constants/int64_scalar_1", np.array(1, dtype=np.int64))
+        (width,) = f.node("Gather", [shape, idx], ["/model/mask/width"], axis=0)
+        (total,) = f.node("Cast", [width], ["/model/mask/total_sequence_length"], to=TensorProto.INT32)
+        return seqlens, total
+
+    def make_token_shape(self) -> None:
+        """TOKENS_3D int64 [3] = [batch, sequence, -1], and the constant ROWS_2D = [-1, hidden]."""
+        (shape,) = self.f.node("Shape", ["input_ids"], ["/model/tokens/shape"])
+        minus1 = self.f.init("/model/constants/int64_-1", np.array([-1], dtype=np.int64))
+        self.f.node("Concat", [shape, minus1], [TOKENS_3D], axis=0)
+        self.f.init(ROWS_2D, np.array([-1, self.s.hidden], dtype=np.int64))
+        self.f.init("/model/constants/attn_2d", np.array([-1, self.s.heads * self.s.head_dim], dtype=np.int64))
+
+    def make_token_embedding(self, name: str, emb: nn.Module, y: str) -> str:
+        """y [batch, sequence, hidden] = the token rows: Gather (FP32), GatherBlockQuantized (quantized table), or
+        GatherBlockQuantized over the LM head's codes when both hold the same table."""
+        if isinstance(emb, QuantEmbedding):
+            shared = _shares_codes(self.model.get_output_embeddings(), emb)
+            if shared:
+                self._shared_embedding(emb, y)
+            else:
+                self._extend(quant_embedding_fragment(name, emb.packed, "input_ids", y, self.make_tensor))
+                self.out.embedding_shapes[name] = (emb.num_embeddings, emb.embedding_dim)
+            self.out.layers[name] = {"kind": "embedding", "shape": [emb.num_embeddings, emb.embedding_dim],
+                                     "bits": emb.bits, "block_size": emb.block_size, "op": "GatherBlockQuantized",
+                                     "shared_with_head": shared}
+            return y
+        table = self.f.init(f"{name}.weight", _np(emb.weight.float()))
+        self.f.node("Gather", [table, "input_ids"], [y], axis=0)
+        return y
+
+    def make_gqa(self, i: int, p: str, q_k_v: list[str], seqlens_k: str, total_len: str, rotary: bool,
+                 window: int = -1) -> str:
+        """GroupQueryAttention over layer i's cache; returns its output as [tokens, heads * head_dim]."""
+        s = self.s
+        out = f"/{p}/GroupQueryAttention/output_0"
+        caches = ["cos_cache", "sin_cache"] if rotary else []
+        self.f.nodes.append(helper.make_node(
+            "GroupQueryAttention",
+            [*q_k_v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens_k, total_len, *caches],
+            [out, f"present.{i}.key", f"present.{i}.value"], name=f"/{p}/GroupQueryAttention", domain=MS_DOMAIN,
+            num_heads=s.heads, kv_num_heads=s.kv_heads, scale=float(s.head_dim ** -0.5), local_window_size=window,
+            do_rotary=int(rotary), rotary_interleaved=0))
+        return self.f.node("Reshape", [out, "/model/constants/attn_2d"], [f"/{p}/GroupQueryAttention/2d"])[0]
+
+    def make_lm_head(self, x: str) -> None:
+        """logits [batch, sequence, vocab] from the final normed stream x [tokens, hidden]."""
+        head = self.model.get_output_embeddings()
+        emb = self.model.get_input_embeddings()
+        emb_name = next(n for n, m in self.model.named_modules() if m is emb)
+        if isinstance(head, nn.Linear) and isinstance(emb, nn.Embedding) and head.weight is emb.weight:
+            # Tied FP32 head: MatMul by the transposed table, which ORT folds at load; the file holds it once.
+            (wt,) = self.f.node("Transpose", [f"{emb_name}.weight"], ["lm_head.weight_T"], perm=[1, 0])
+            (y,) = self.f.node("MatMul", [x, wt], ["/lm_head/output_0"])
+        else:
+            (y,) = self.make_linear("lm_head", [head], x)
+        self.f.node("Reshape", [y, TOKENS_3D], ["logits"])
+
+    def to_3d(self, x: str) -> str:
+        return self.f.node("Reshape", [x, TOKENS_3D], [x + "_3d"])[0]
+
+    # -- linears ------------------------------------------------------------------------------------------------
+    def make_linear(self, name: str, modules: list[nn.Module], x: str, y: str | None = None) -> list[str]:
+        """y = x @ W^T + b for one module, or for several stacked along N (all QuantLinear or all FP32)."""
+        y = y or f"/{name}/output_0"
+        bias = _stacked_bias(modules)
+        if all(isinstance(m, QuantLinear) for m in modules):
+            mixed = concat_rows([m.mixed for m in modules]) if len(modules) > 1 else modules[0].mixed
+            self._extend(quant_linear_fragment(name, mixed, x, y, self.element_form, self.accuracy_level, bias,
+                                               Accumulate.GEMM_2D, self.make_tensor))
+            p = mixed.packed
+            self.out.quant_shapes[name] = (p.N, p.K)
+            self.out.layers[name] = {"kind": "linear", "shape": [p.N, p.K], "bits": p.bits,
+                                     "block_size": p.block_size, "structure": modules[0].structure,
+                                     "bits_per_weight": round(mixed.bits_per_weight(), 4),
+                                     "op": "MatMulNBits", "modules": len(modules)}
+            return [y]
+        W = torch.cat([linear_weight(m).detach().float() for m in modules])  # [N, K] (Conv1D stores [K, N])
+        w = self.f.init(f"{name}.weight_T", _np(W.T.contiguous()))
+        if bias is None:
+            self.f.node("MatMul", [x, w], [y])
+            return [y]
+        (mm,) = self.f.node("MatMul", [x, w], [f"/{name}/MatMul"])
+        self.f.node("Add", [mm, self.f.init(f"{name}.bias", bias)], [y])
+        return [y]
+
+    def packable(self, modules: list[nn.Module]) -> bool:
+        if all(isinstance(m, QuantLinear) for m in modules):
+            return can_concat([m.mixed for m in modules])
+        return all(type(m) is nn.Linear for m in modules)
+
+    def _shared_embedding(self, emb: QuantEmbedding, y: str) -> None:
+        """GatherBlockQuantized reading the head's MatMulNBits initializers through Reshapes ORT folds at load."""
+        p = emb.packed
+        bits = p.fmt.value
+        f = self.f
+        shape = f.init("/model/embed_tokens/data_shape", np.array([p.N, -1], dtype=np.int64))
+        (data,) = f.node("Reshape", [f"lm_head.weight_Q{bits}", shape], ["/model/embed_tokens/data"])
+        (scales,) = f.node("Reshape", ["lm_head.weight_scales", shape], ["/model/embed_tokens/scales"])
+        inputs = [data, "input_ids", scales]
+        if not has_default_zero_points(p):  # GatherBlockQuantized, like MatMulNBits, defaults to 2^(bits-1)
+            inputs += f.node("Reshape", ["lm_head.weight_zp", shape], ["/model/embed_tokens/zero_points"])
+        f.node("GatherBlockQuantized", inputs, [y], domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
+               block_size=p.block_size, bits=bits)
+
+    def _extend(self, frag: OnnxFragment) -> None:
+        self.f.nodes.extend(frag.nodes)
+        self.f.initializers.extend(frag.initializers)
+
+    # -- model --------------------------------------------------------------------------------------------------
+    def make_model(self) -> onnx.ModelProto:
+        s = self.s
+        kv = ["batch_size", s.kv_heads, "past_sequence_length", s.head_dim]
+        present = ["batch_size", s.kv_heads, "total_sequence_length", s.head_dim]
+        inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+                  helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
+                                                ["batch_size", "total_sequence_length"])]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                 ["batch_size", "sequence_length", s.vocab])]
+        for i in range(s.layers):
+            for kind in ("key", "value"):
+                inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, kv))
+                outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, present))
+        graph = helper.make_graph(self.f.nodes, "svdq_edge_fused_decoder", inputs, outputs,
+                                  initializer=self.f.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                       helper.make_opsetid(MS_DOMAIN, 1)], producer_name="svdq-edge")
+
+
+def _stacked_bias(modules: list[nn.Module]) -> np.ndarray | None:
+    """float32 [sum N]: the modules' biases stacked (zeros for a module without one); None when none has one."""
+    if all(m.bias is None for m in modules):
+        return None
+    parts = [m.bias.detach().float() if m.bias is not None else torch.zeros(_out_features(m)) for m in modules]
+    return _np(torch.cat(parts))
+
+
+def _out_features(m: nn.Module) -> int:
+    return m.out_features if hasattr(m, "out_features") else m.nf  # nn.Linear / QuantLinear, or Conv1D
+
+
+def _shares_codes(head: nn.Module | None, emb: QuantEmbedding) -> bool:
+    """The head is a plain MatMulNBits (no correction, no bias) over exactly the embedding's packed table."""
+    if not isinstance(head, QuantLinear) or head.structure is not None or head.bias is not None:
+        return False
+    if all(getattr(head, t) is getattr(emb, t) for t in ("B", "scales", "zero_points")):
+        return True  # one table held by both modules (quantized that way): nothing to compare
+    return (head.bits == emb.bits and head.block_size == emb.block_size and head.B.shape == emb.B.shape
+            and bool(torch.equal(head.B, emb.B)) and bool(torch.equal(head.scales, emb.scales))
+            and bool(torch.equal(head.zero_points, emb.zero_points)))
