@@ -147,7 +147,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         _check_finite(name, W)
         st = None if stats is None else stats.get(name)
         ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
-        mixed = decompose(W, config, ctx)
+        mixed = decompose(W, config.for_layer(name), ctx)
         W_hat = mixed.dequantize()
         report.layers.append(LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, W_hat),
                                          mixed.kept_fraction(), None if mixed.structure is None else

@@ -50,6 +50,9 @@ def quant_options(fn):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--skip", default=",".join(DEFAULTS.skip), show_default=True,
                      help="comma-separated module-name substrings left in FP32"),
+        click.option("--correct", default="", show_default="every quantized layer",
+                     help="comma-separated module-name substrings of the layers that get the FP32 correction "
+                          "(e.g. o_proj,down_proj); the others are plain block-quantized codes"),
         click.option("--embedding-bits", type=click.Choice(["none", "2", "4", "8"]),
                      default=str(DEFAULTS.embedding_bits), show_default=True,
                      help="block-quantize the input token embedding (GatherBlockQuantized in ONNX); none keeps FP32"),
@@ -70,7 +73,7 @@ def quant_options(fn):
     return fn
 
 
-def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip,
+def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip, correct="",
                 embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
                 calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None) -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
@@ -79,6 +82,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
     given = {"method": method, "bits": bits, "block_size": block_size, "keep": keep, "structure": structure,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
+             "correct": tuple(s for s in (correct or "").split(",") if s),
              "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits),
              "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,

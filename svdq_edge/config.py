@@ -46,6 +46,10 @@ class QuantConfig:
     head_bits:   None leaves a causal LM's output head to `skip`; 4 or 8 block-quantizes it (round to nearest, no
                  correction: MatMulNBits alone). A head tied to the input embedding then shares its codes with the
                  embedding (GatherBlockQuantized reads the same initializer), whatever `embedding_bits` says.
+    correct:     module-name substrings of the layers that get the FP32 correction (`keep` of their weights); the
+                 others are plain block-quantized codes. Empty: every quantized layer. In a decoder the correction
+                 pays on the layers whose inputs carry outlier channels (attention output, SwiGLU product: o_proj,
+                 down_proj), and each corrected layer costs two graph nodes per step (docs/decoders.md).
     skip:        module-name substrings left in FP32 (task heads by default).
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
                  never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
@@ -62,6 +66,7 @@ class QuantConfig:
     clip: bool = False
     seed: int = 0
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP)
+    correct: tuple[str, ...] = ()
     embedding_bits: int | None = 4
     head_bits: int | None = None
     calib_data: str | None = None
@@ -72,6 +77,9 @@ class QuantConfig:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
         object.__setattr__(self, "structure", _coerce_structure(self.structure))
         object.__setattr__(self, "skip", tuple(self.skip))
+        object.__setattr__(self, "correct", tuple(self.correct))
+        if not all(isinstance(c, str) and c for c in self.correct):
+            raise ConfigError(f"correct must hold non-empty module-name substrings, got {list(self.correct)}")
         if self.bits not in SUPPORTED_BITS:
             raise ConfigError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
         bs = self.block_size
@@ -106,6 +114,12 @@ class QuantConfig:
         if isinstance(self.rank, int) and self.rank < 1:
             raise ConfigError(f"rank must be >= 1, got {self.rank}")
 
+    def for_layer(self, name: str) -> QuantConfig:
+        """The config of layer `name`: `keep` drops to 0 outside `correct` (when `correct` names any)."""
+        if not self.correct or any(c in name for c in self.correct):
+            return self
+        return dataclasses.replace(self, keep=0.0)
+
     @property
     def container_bits(self) -> int:
         """Bits per code in the packed MatMulNBits layout (3-bit codes use a 4-bit container)."""
@@ -118,6 +132,7 @@ class QuantConfig:
         d = dataclasses.asdict(self)
         d["structure"] = self.structure.value
         d["skip"] = list(self.skip)
+        d["correct"] = list(self.correct)
         return d
 
     def to_json(self) -> str:

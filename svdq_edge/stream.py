@@ -97,7 +97,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         W = W.T.contiguous() if isinstance(module, Conv1D) else W  # Conv1D stores [in, out]
         if not torch.isfinite(W).all():
             raise ValueError(f"layer {name}: weight contains NaN or Inf")
-        mixed = decompose(W, config, ScoreContext())
+        mixed = decompose(W, config.for_layer(name), ScoreContext())
         report.layers.append(_layer_report(name, W, mixed))
         bias = weights.read(f"{name}.bias") if module.bias is not None else None
         set_module(model, name, QuantLinear(mixed, bias))

@@ -28,6 +28,7 @@ CASES = {
     "llama-lowrank": (tiny_llama, CHANNEL.replace(structure="lowrank")),
     "llama-element": (tiny_llama, CHANNEL.replace(structure="element")),
     "llama-w3-embed4": (tiny_llama, CHANNEL.replace(bits=3, embedding_bits=4)),
+    "llama-correct-o-down-head8": (tiny_llama_tied, CHANNEL.replace(correct=("o_proj", "down_proj"), head_bits=8)),
     "qwen2": (tiny_qwen2, CHANNEL),
     "mistral": (tiny_mistral, CHANNEL),
     "llama-fp32": (tiny_llama, None),
@@ -74,6 +75,16 @@ def test_graph_is_fused_with_the_genai_layout(exported):
     else:  # Llama packs q/k/v and gate/up into one MatMulNBits each (GPT-2 has 4 linears); the head stays FP32
         # unless head_bits is set
         assert ops["MatMulNBits"] == 4 * layers + (1 if "head8" in name else 0)
+
+
+def test_each_channel_correction_is_one_gemm(exported):
+    name, model, out, layers = exported
+    if CASES[name][1] is None or CASES[name][1].structure.value != "channel":
+        pytest.skip("channel corrections only")
+    corrected = [v for v in layers.values() if v["kind"] == "linear" and v["structure"] == "channel"]
+    assert op_counts(out / "model.onnx")["Gemm"] == len(corrected) > 0
+    if CASES[name][1].correct:  # only o_proj and down_proj: 2 of the 4 emitted linears per layer
+        assert len(corrected) == 2 * model.config.num_hidden_layers
 
 
 def test_prefill_then_steps_match_pytorch_logits(exported):

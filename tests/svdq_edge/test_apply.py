@@ -100,3 +100,19 @@ def test_proxy_uses_synthetic_scales_without_data():
     rep = quantize_model(model, CFG.replace(method="proxy"), progress=False)
     assert all(isinstance(m, QuantLinear) for m in quantized_layers(model).values())
     assert len(rep.layers) == 12
+
+
+def test_correct_limits_the_fp32_correction_to_the_named_layers():
+    from svdq_edge.modules import QuantLinear
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama()
+    cfg = QuantConfig(block_size=16, keep=0.05, embedding_bits=None, correct=("o_proj", "down_proj"))
+    report = quantize_model(model, cfg, progress=False)
+    kept = {r.name: r.kept for r in report.layers}
+    for name, m in model.named_modules():
+        if isinstance(m, QuantLinear):
+            wanted = name.endswith(("o_proj", "down_proj"))
+            assert (m.structure is not None) == wanted, name
+            assert (kept[name] > 0) == wanted, name
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg  # saved and read back with the artifact
