@@ -55,7 +55,7 @@ def _child(args: list[str]) -> dict:
               help="score the first N tokens")
 @click.option("--max-length", type=click.IntRange(min=2), default=1024, show_default=True)
 @click.option("--stride", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--runs", type=click.IntRange(min=5), default=60, show_default=True,
+@click.option("--runs", type=click.IntRange(min=5), default=200, show_default=True,
               help="timed decode steps per backend and context")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--accuracy-level", type=click.IntRange(0, 4), default=4, show_default=True,
@@ -99,7 +99,7 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
 
 
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 4096,
-                   max_length: int = 1024, stride: int = 512, runs: int = 60, threads: int = 2,
+                   max_length: int = 1024, stride: int = 512, runs: int = 200, threads: int = 2,
                    out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 4,
                    genai: bool = True) -> str:
     """Build every contender; return the table (also saved as bench.json)."""

@@ -77,10 +77,10 @@ def test_graph_is_fused_with_the_genai_layout(exported):
         assert ops["MatMulNBits"] == 4 * layers + (1 if "head8" in name else 0)
 
 
-def test_each_channel_correction_is_one_gemm(exported):
-    name, model, out, layers = exported
-    if CASES[name][1] is None or CASES[name][1].structure.value != "channel":
-        pytest.skip("channel corrections only")
+@pytest.mark.parametrize("name", sorted(n for n, (_, c) in CASES.items() if c is not None and c.structure.value ==
+                                          "channel"))
+def test_each_channel_correction_is_one_gemm(name, tmp_path_factory):
+    model, out, layers = _export(name, tmp_path_factory)
     corrected = [v for v in layers.values() if v["kind"] == "linear" and v["structure"] == "channel"]
     assert op_counts(out / "model.onnx")["Gemm"] == len(corrected) > 0
     if CASES[name][1].correct:  # only o_proj and down_proj: 2 of the 4 emitted linears per layer
