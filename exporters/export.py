@@ -26,7 +26,7 @@ from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsup
 from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_genai_files
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
-from svdq_edge.io import prepare_output
+from svdq_edge.outputs import commit_output, prepare_output
 from svdq_edge.sources import LoadedModel, ModelTask
 
 ONNX_FILE = "model.onnx"
@@ -146,9 +146,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
                   "graph": path, "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        commit_output(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

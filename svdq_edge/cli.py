@@ -31,7 +31,8 @@ def main(verbose: int) -> None:
 @user_errors
 def quantize(model, output, method, overwrite, **q):
     """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder."""
-    from svdq_edge.io import prepare_output, save_quantized
+    from svdq_edge.io import save_quantized
+    from svdq_edge.outputs import prepare_output
     from svdq_edge.stream import quantize_any
 
     config = make_config(method, **q)
@@ -108,7 +109,8 @@ def evaluate(model, data, limit, batch_size):
 def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
     from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx
-    from svdq_edge.io import is_quantized_dir, load_quantized, prepare_output
+    from svdq_edge.io import is_quantized_dir, load_quantized
+    from svdq_edge.outputs import prepare_output
     from svdq_edge.sources import ModelTask, load_model
 
     prepare_output(output, overwrite)

