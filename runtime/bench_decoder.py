@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -138,12 +139,14 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
         b = builds[n]
         size = model_size_mb(out / n)
         rss = f"{b['peak_rss_mb']:.0f} ({b['peak_rss_mb'] / weight_mb:.2f}x)" if "peak_rss_mb" in b else "-"
-        rows.append([n, f"{size:.1f}", str(_nodes(out / n)), f"{p.ppl:.3f}", f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
+        counts = _op_counts(out / n)
+        rows.append([n, f"{size:.1f}", str(sum(counts.values())), f"{p.ppl:.3f}",
+                     f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
                      f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
                      f"{d['decode128'].tokens_per_s:.0f}", f"{gen_ms[n]:.2f}" if n in gen_ms else "-",
                      f"{b['seconds']:.0f}", rss])
         dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
-                   "genai_decode_ms": gen_ms.get(n), "nodes": _op_counts(out / n)}
+                   "genai_decode_ms": gen_ms.get(n), "nodes": counts}
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value} head "
                      f"{c.head_bits or 'FP32'}" for k, c in configs.items())
@@ -161,10 +164,6 @@ def _op_counts(folder: Path) -> dict[str, int]:
 
     return dict(collections.Counter(n.op_type for n in onnx.load(str(folder / "model.onnx"),
                                                                   load_external_data=False).graph.node))
-
-
-def _nodes(folder: Path) -> int:
-    return sum(_op_counts(folder).values())
 
 
 @main.command()
@@ -203,7 +202,7 @@ def _build_ours(model: str, config_json: str | None, fp32: bool, accuracy_level:
 
     if LazyWeights.available(model):
         weights = LazyWeights(model)
-        weight_bytes = sum(4 * _numel(weights.shape(n)) for n in weights.names())  # as FP32
+        weight_bytes = sum(4 * math.prod(weights.shape(n)) for n in weights.names())  # as FP32
     else:
         weight_bytes = 0
     config = None if fp32 else QuantConfig.from_dict(json.loads(config_json))
@@ -212,13 +211,6 @@ def _build_ours(model: str, config_json: str | None, fp32: bool, accuracy_level:
         export_onnx(loaded, out, None if config is None else config.to_dict(),
                     accuracy_level=0 if config is None else accuracy_level, overwrite=True)
     return {"weight_mb": weight_bytes / 2**20}
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 if __name__ == "__main__":

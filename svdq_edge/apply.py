@@ -14,9 +14,9 @@ from svdq_edge.awq_fold import FoldReport, fold_awq_scales
 from svdq_edge.calibrate import LayerStats, calibration_batches, collect_stats
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import DataError
-from svdq_edge.decompose import decompose, relative_error
-from svdq_edge.embedding import quantize_input_embedding
-from svdq_edge.head import output_head, quantize_head
+from svdq_edge.decompose import MixedWeight, decompose, relative_error
+from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
+from svdq_edge.head import install_head, output_head, require_head
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
 
@@ -49,6 +49,12 @@ class QuantReport:
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "seconds": self.seconds, "mean_bits": self.mean_bits(),
                 "layers": [asdict(r) for r in self.layers], "awq_folds": [f.to_dict() for f in self.folds]}
+
+
+def layer_report(name: str, W: Tensor, mixed: MixedWeight) -> LayerReport:
+    """The report row of one layer quantized from W [N, K] into `mixed`."""
+    return LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, mixed.dequantize()),
+                       mixed.kept_fraction(), None if mixed.structure is None else mixed.structure.value)
 
 
 def linear_weight(module: nn.Module) -> Tensor:
@@ -148,19 +154,16 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         st = None if stats is None else stats.get(name)
         ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
         mixed = decompose(W, config.for_layer(name), ctx)
-        W_hat = mixed.dequantize()
-        report.layers.append(LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, W_hat),
-                                         mixed.kept_fraction(), None if mixed.structure is None else
-                                         mixed.structure.value))
+        report.layers.append(layer_report(name, W, mixed))
         set_module(model, name, QuantLinear(mixed, module.bias))
-        del module, W, W_hat, mixed
+        del module, W, mixed
     shared = False
     if config.head_bits is not None:
-        W = output_head(model)[1].weight.detach().float()
-        head_name, mixed, shared = quantize_head(model, config.head_bits, config.block_size, config.symmetric,
-                                                 config.clip)
-        report.layers.append(LayerReport(head_name, tuple(W.shape), mixed.bits_per_weight(),
-                                         relative_error(W, mixed.dequantize()), 0.0, None))
+        head_name, head = require_head(model)
+        W = head.weight.detach().float()
+        packed = quantize_embedding_table(W, config.head_bits, config.block_size, config.symmetric, config.clip)
+        shared = install_head(model, packed, head.bias)
+        report.layers.append(layer_report(head_name, W, MixedWeight(packed, None)))
     if config.embedding_bits is not None and not shared:
         E = model.get_input_embeddings().weight.detach().float()
         emb_name, q = quantize_input_embedding(model, config.embedding_bits, config.block_size, config.symmetric,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
-from svdq_edge.modules import set_module
+from svdq_edge.modules import module_name, set_module
 from svdq_edge.packing import PackedWeight, pack, unpack
 
 EMBEDDING_BITS = (2, 4, 8)  # the widths GatherBlockQuantized reads from uint8 data
@@ -76,7 +76,7 @@ def quantize_input_embedding(model: nn.Module, bits: int, block_size: int, symme
                              clip: bool = False) -> tuple[str, QuantEmbedding]:
     """Replace the model's input token embedding (in place); a tied output head keeps using the same values."""
     emb = model.get_input_embeddings()
-    name = next(n for n, m in model.named_modules() if m is emb)
+    name = module_name(model, emb)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tied = head is not None and getattr(head, "weight", None) is emb.weight  # a quantized head is no longer tied
     q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx)

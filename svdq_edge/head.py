@@ -2,17 +2,19 @@
 
 The head becomes a QuantLinear without correction (MatMulNBits alone: at one token per step the head is the largest
 matmul of a small LLM, so it must run on the 4-bit fast path, and an FP32 correction over a 50k-row output costs
-more than it buys). When the head is tied to the input embedding, the embedding becomes a QuantEmbedding over
-equal codes, so the exporter stores one table read by both GatherBlockQuantized and MatMulNBits.
+more than it buys). When the head is tied to the input embedding, the embedding becomes a QuantEmbedding over the
+same packed tensors, so the exporter stores one table read by both GatherBlockQuantized and MatMulNBits. The table
+is packed by the caller: whole (apply.py) or in row chunks read lazily (stream.py).
 """
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from svdq_edge.decompose import MixedWeight
-from svdq_edge.embedding import QuantEmbedding, quantize_embedding_table
-from svdq_edge.modules import QuantLinear, set_module
+from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.modules import QuantLinear, module_name, set_module
+from svdq_edge.packing import PackedWeight
 
 
 def output_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
@@ -20,24 +22,24 @@ def output_head(model: nn.Module) -> tuple[str, nn.Linear] | None:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(head, nn.Linear):
         return None
-    return next(n for n, m in model.named_modules() if m is head), head
+    return module_name(model, head), head
 
 
-def quantize_head(model: nn.Module, bits: int, block_size: int, symmetric: bool = False,
-                  clip: bool = False) -> tuple[str, MixedWeight, bool]:
-    """Replace the head (in place); returns (head name, its mixed weight, whether the embedding shares it)."""
+def require_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """output_head, or a one-line error when head_bits asks for a head the model does not have."""
     found = output_head(model)
     if found is None:
         raise ValueError("head_bits is set but the model has no linear output head")
-    name, head = found
+    return found
+
+
+def install_head(model: nn.Module, packed: PackedWeight, bias: Tensor | None) -> bool:
+    """Replace the head (in place) by MatMulNBits over `packed`; a tied embedding (the same Parameter, also on the
+    meta device) takes the same tensors (save_quantized stores them under both names). Returns whether it is tied."""
+    name, head = require_head(model)
     emb = model.get_input_embeddings()
     tied = isinstance(emb, nn.Embedding) and head.weight is emb.weight
-    W = head.weight.detach().float()
-    # The table layout is the MatMulNBits one (rows = vocab = N), so one packing serves both ops.
-    packed = quantize_embedding_table(W, bits, block_size, symmetric, clip)
-    mixed = MixedWeight(packed, None)
-    set_module(model, name, QuantLinear(mixed, head.bias))
-    if tied:  # the same tensors (save_quantized stores them under both names)
-        emb_name = next(n for n, m in model.named_modules() if m is emb)
-        set_module(model, emb_name, QuantEmbedding(packed, emb.padding_idx))
-    return name, mixed, tied
+    set_module(model, name, QuantLinear(MixedWeight(packed, None), bias))
+    if tied:
+        set_module(model, module_name(model, emb), QuantEmbedding(packed, emb.padding_idx))
+    return tied

@@ -17,6 +17,11 @@ CORRECTION_TYPES = {"element": ElementCorrection, "channel": ChannelCorrection, 
 PACKED_FIELDS = ("B", "scales", "zero_points")
 
 
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted path of `module` inside `model`."""
+    return next(n for n, m in model.named_modules() if m is module)
+
+
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put `new` at the dotted path `name` inside `model` (replacing what is there)."""
     parent, _, child = name.rpartition(".")

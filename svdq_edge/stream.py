@@ -17,14 +17,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from svdq_edge.apply import LayerReport, QuantReport, find_targets
+from svdq_edge.apply import LayerReport, QuantReport, find_targets, layer_report
 from svdq_edge.blockwise import dequantize_blockwise
 from svdq_edge.config import QuantConfig
-from svdq_edge.decompose import MixedWeight, decompose, relative_error
+from svdq_edge.decompose import decompose
 from svdq_edge.embedding import QuantEmbedding, quantize_embedding_table
-from svdq_edge.head import output_head
+from svdq_edge.head import install_head, require_head
 from svdq_edge.lazy import LazyWeights
-from svdq_edge.modules import QuantLinear, set_module
+from svdq_edge.modules import QuantLinear, module_name, set_module
 from svdq_edge.packing import PackedWeight, unpack
 from svdq_edge.saliency import ScoreContext, get
 from svdq_edge.sources import AUTO_CLASS, LoadedModel, detect_task, load_config, load_tokenizer
@@ -98,14 +98,14 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         if not torch.isfinite(W).all():
             raise ValueError(f"layer {name}: weight contains NaN or Inf")
         mixed = decompose(W, config.for_layer(name), ScoreContext())
-        report.layers.append(_layer_report(name, W, mixed))
+        report.layers.append(layer_report(name, W, mixed))
         bias = weights.read(f"{name}.bias") if module.bias is not None else None
         set_module(model, name, QuantLinear(mixed, bias))
         del W, mixed
     shared = _quantize_head(model, weights, config, report)
     if config.embedding_bits is not None and not shared:
         emb = model.get_input_embeddings()
-        name = _module_name(model, emb)
+        name = module_name(model, emb)
         packed, err = quantize_table_lazily(weights, f"{name}.weight", config.embedding_bits, config)
         set_module(model, name, QuantEmbedding(packed, emb.padding_idx))
         report.layers.append(_table_report(name, packed, err))
@@ -136,21 +136,13 @@ def _quantize_head(model: nn.Module, weights: LazyWeights, config: QuantConfig, 
     """head_bits: the head as a plain MatMulNBits; a tied embedding gets equal codes. Returns whether it is shared."""
     if config.head_bits is None:
         return False
-    found = output_head(model)
-    if found is None:
-        raise ValueError("head_bits is set but the model has no linear output head")
-    name, head = found
-    emb = model.get_input_embeddings()
-    emb_name = _module_name(model, emb)
-    tied = bool(getattr(model.config, "tie_word_embeddings", False)) and isinstance(emb, nn.Embedding)
-    key = f"{name}.weight" if f"{name}.weight" in weights else f"{emb_name}.weight"
+    name, head = require_head(model)
+    emb_name = module_name(model, model.get_input_embeddings())
+    key = f"{name}.weight" if f"{name}.weight" in weights else f"{emb_name}.weight"  # tied: stored once
     packed, err = quantize_table_lazily(weights, key, config.head_bits, config)
     bias = weights.read(f"{name}.bias") if head.bias is not None else None
-    set_module(model, name, QuantLinear(MixedWeight(packed, None), bias))
     report.layers.append(_table_report(name, packed, err))
-    if tied:  # the same tensors: the exporter writes the table once for both ops
-        set_module(model, emb_name, QuantEmbedding(packed, emb.padding_idx))
-    return tied
+    return install_head(model, packed, bias)
 
 
 def materialize(model: nn.Module, read, has) -> None:
@@ -180,17 +172,9 @@ def _set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
         module._buffers[attr] = value
 
 
-def _module_name(model: nn.Module, module: nn.Module) -> str:
-    return next(n for n, m in model.named_modules() if m is module)
-
-
 def _table_report(name: str, p: PackedWeight, err: float) -> LayerReport:
     return LayerReport(name, (p.N, p.K), 8.0 * p.nbytes() / (p.N * p.K), err, 0.0, None)
 
-
-def _layer_report(name: str, W: Tensor, mixed: MixedWeight) -> LayerReport:
-    return LayerReport(name, tuple(W.shape), mixed.bits_per_weight(), relative_error(W, mixed.dequantize()),
-                       mixed.kept_fraction(), None if mixed.structure is None else mixed.structure.value)
 
 
 def quantize_any(spec: str | None, config: QuantConfig, progress: bool = True) -> tuple[LoadedModel, QuantReport]:

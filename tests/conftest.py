@@ -31,22 +31,18 @@ def tiny_bert() -> BertForSequenceClassification:
     return BertForSequenceClassification(cfg).eval()
 
 
-def tiny_llama() -> LlamaForCausalLM:
+def tiny_llama(**overrides) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, eos_token_id=2)
+    cfg = LlamaConfig(**(dict(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                              eos_token_id=2) | overrides))
     cfg.architectures = ["LlamaForCausalLM"]
     return LlamaForCausalLM(cfg).eval()
 
 
 def tiny_llama_tied() -> LlamaForCausalLM:
     """A Llama whose LM head is the input embedding (as SmolLM2's)."""
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True, eos_token_id=2, bos_token_id=1)
-    cfg.architectures = ["LlamaForCausalLM"]
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(tie_word_embeddings=True, bos_token_id=1)
 
 
 def tiny_qwen2() -> Qwen2ForCausalLM:

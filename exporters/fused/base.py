@@ -36,7 +36,7 @@ from svdq_edge.exporters.linear import (
     has_default_zero_points,
     quant_linear_fragment,
 )
-from svdq_edge.modules import QuantLinear
+from svdq_edge.modules import QuantLinear, module_name
 
 OPSET = 21
 ROWS_2D = "/model/constants/rows_2d"  # [-1, hidden]
@@ -156,7 +156,7 @@ class DecoderBuilder:
         """logits [batch, sequence, vocab] from the final normed stream x [tokens, hidden]."""
         head = self.model.get_output_embeddings()
         emb = self.model.get_input_embeddings()
-        emb_name = next(n for n, m in self.model.named_modules() if m is emb)
+        emb_name = module_name(self.model, emb)
         if isinstance(head, nn.Linear) and isinstance(emb, nn.Embedding) and head.weight is emb.weight:
             # Tied FP32 head: MatMul by the transposed table, which ORT folds at load; the file holds it once.
             (wt,) = self.f.node("Transpose", [f"{emb_name}.weight"], ["lm_head.weight_T"], perm=[1, 0])
