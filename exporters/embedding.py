@@ -14,13 +14,12 @@ from svdq_edge.packing import PackedWeight
 def quant_embedding_fragment(name: str, packed: PackedWeight, indices: str, y: str,
                              make_tensor=None) -> OnnxFragment:
     """`make_tensor` builds the initializers (see OnnxFragment)."""
-    if packed.bits == 3:
-        raise ValueError("GatherBlockQuantized reads 2-, 4- or 8-bit tables")
+    bits = packed.fmt.value  # the container: GatherBlockQuantized reads 2-, 4- or 8-bit data
     f = OnnxFragment(make_tensor=make_tensor)
     w = f"{name}.weight"
     data = _np(packed.B).reshape(packed.N, -1)
-    inputs = [f.init(f"{w}_Q{packed.bits}", data), indices, f.init(f"{w}_scales", _np(packed.scales)),
+    inputs = [f.init(f"{w}_Q{bits}", data), indices, f.init(f"{w}_scales", _np(packed.scales)),
               f.init(f"{w}_zp", _np(packed.zero_points))]
     f.node("GatherBlockQuantized", inputs, [y], domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
-           block_size=packed.block_size, bits=packed.bits)
+           block_size=packed.block_size, bits=bits)
     return f

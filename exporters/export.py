@@ -24,6 +24,7 @@ from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsupported_reason
 from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_genai_files
+from svdq_edge.exporters.linear import AccuracyLevels
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.outputs import commit_output, prepare_output
@@ -83,7 +84,7 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
             r.embeddings += b
             r.quantized_embeddings += b
         elif layer is not None:
-            if "_corr_" in t.name:
+            if "_corr_" in t.name:  # FP32 corrections, block offsets included
                 r.correction += b
             elif t.name.endswith(("_scales", "_zp")) or "_Q" in t.name[len(layer):]:
                 r.linears += b
@@ -98,7 +99,7 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
 
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
-                element_form: str = "auto", accuracy_level: int = 0, overwrite: bool = False,
+                element_form: str = "auto", accuracy_level: int | AccuracyLevels = 0, overwrite: bool = False,
                 opset: int = 18, graph: str = "auto") -> tuple[Path, SizeReport, dict]:
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
 
@@ -143,7 +144,8 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         if path == "fused":
             write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
         report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
-                  "graph": path, "quant_config": quant_config, "layers": layers,
+                  "graph": path, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
+                  "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
         commit_output(tmp, out)

@@ -13,6 +13,8 @@ Correction subgraphs (x: [..., K], y: [..., N]):
            or the compact form of `channel` over the touched columns, whose [c, N] matrix is rebuilt in-graph
            from the sparse (position, value) pairs by constant ops that ORT folds at load time.
            `element_form` picks one; "auto" takes the cheaper by a cost model (see `choose_element_form`).
+  block-offset  y += ReduceSum(Reshape(x, [rows, nb, g]), axis=-1) @ M^T[nb, N]  (GGUF's per-block mins: each
+           block's offset multiplies the sum of the inputs it covers)
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import numpy as np
 import torch
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 
-from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCorrection, MixedWeight
+from svdq_edge.decompose import (
+    BlockOffsetCorrection,
+    ChannelCorrection,
+    ElementCorrection,
+    LowRankCorrection,
+    MixedWeight,
+)
 from svdq_edge.packing import PackedWeight, unpack_zero_points
 
 MS_DOMAIN = "com.microsoft"
@@ -106,18 +114,60 @@ class Accumulate(str, Enum):
     GEMM_2D = "gemm-2d"
 
 
+@dataclass(frozen=True)
+class AccuracyLevels:
+    """MatMulNBits accuracy_level by container width: `default`, and overrides as (bits, level) pairs.
+
+    Level 0 computes in FP32 (the PyTorch reference's numbers); 4 quantizes the activations to int8 on CPU (fast,
+    approximate). 8-bit codes have no FP32 fast path on CPU (9-53x slower than at level 4, ../shared/notes), so an
+    exact-weights export runs its 4-bit layers at 0 and its 8-bit ones at 4: "0,8:4".
+    """
+
+    default: int = 0
+    by_bits: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for level in (self.default, *(lv for _, lv in self.by_bits)):
+            if level not in range(5):
+                raise ValueError(f"accuracy level must be in 0-4, got {level}")
+
+    def for_bits(self, bits: int) -> int:
+        return dict(self.by_bits).get(bits, self.default)
+
+    @classmethod
+    def of(cls, value: int | str | AccuracyLevels) -> AccuracyLevels:
+        """From an int, an AccuracyLevels, or text: "4", or "0,8:4" (a default, then bits:level overrides)."""
+        if isinstance(value, AccuracyLevels):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            first, *rest = str(value).split(",")
+            pairs = tuple(tuple(int(x) for x in r.split(":")) for r in rest)
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError
+            return cls(int(first), pairs)
+        except ValueError:
+            raise ValueError(f"accuracy level {value!r}: expected a level 0-4, optionally followed by bits:level "
+                             "overrides (e.g. 0,8:4)") from None
+
+    def __str__(self) -> str:
+        return ",".join([str(self.default), *(f"{b}:{lv}" for b, lv in self.by_bits)])
+
+
 def has_default_zero_points(p: PackedWeight) -> bool:
     """Every block's zero point equals 2^(bits-1) of the container (what MatMulNBits assumes when none is given)."""
     return bool((unpack_zero_points(p) == 2 ** (p.fmt.value - 1)).all())
 
 
 def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",
-                          accuracy_level: int = 0, bias: np.ndarray | None = None,
+                          accuracy_level: int | AccuracyLevels = 0, bias: np.ndarray | None = None,
                           accumulate: Accumulate = Accumulate.GEMM,
                           make_tensor: Callable[[str, np.ndarray], TensorProto] | None = None) -> OnnxFragment:
     """Nodes computing y = x @ (dequant(Q) + S)^T (+ bias) for the layer called `name`.
 
     `bias` float32 [N], when given, is MatMulNBits' own bias input (no separate Add); traced graphs keep theirs.
+    `accuracy_level`: one level, or levels by container width (AccuracyLevels).
     `make_tensor` builds the initializers (see OnnxFragment).
     """
     if element_form not in ELEMENT_FORMS:
@@ -134,7 +184,7 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
     c = mixed.correction
     base = y if c is None else f"{w}_mnb_out"
     f.node("MatMulNBits", [x, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
-           block_size=p.block_size, accuracy_level=accuracy_level)
+           block_size=p.block_size, accuracy_level=AccuracyLevels.of(accuracy_level).for_bits(bits))
     if c is None:
         return f
     if isinstance(c, LowRankCorrection):
@@ -144,6 +194,9 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
         return f
     if isinstance(c, ChannelCorrection):
         _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N, accumulate)
+        return f
+    if isinstance(c, BlockOffsetCorrection):
+        _block_offset_accumulate(f, w, x, c, base, y, p.K, p.N, accumulate)
         return f
     if not isinstance(c, ElementCorrection):
         raise TypeError(f"unsupported correction {type(c).__name__}")
@@ -198,6 +251,19 @@ def _gather_accumulate(f: OnnxFragment, w: str, x: str, idx: np.ndarray, val_t: 
     rows = _rows(f, w, x, K, accumulate)
     (g,) = f.node("Gather", [rows, f.init(f"{w}_corr_idx", idx.astype(np.int64))], [f"{w}_corr_g"], axis=-1)
     _accumulate(f, w, g, f.init(f"{w}_corr_val", val_t.astype(np.float32)), base, y, N, accumulate)
+
+
+def _block_offset_accumulate(f: OnnxFragment, w: str, x: str, c: BlockOffsetCorrection, base: str, y: str, K: int,
+                             N: int, accumulate: Accumulate) -> None:
+    """y = base + (x summed over each g-block) @ M^T. The block sums are [rows, nb] whatever the rank of x, so the
+    MatMul + Add form (which keeps x's rank) takes the Gemm one here."""
+    nb = c.M.shape[1]
+    shape = f.init(f"{w}_corr_blocks", np.array([-1, nb, c.group(K)], dtype=np.int64))
+    (xb,) = f.node("Reshape", [x, shape], [f"{w}_corr_x"])  # [rows, nb, g], a view
+    axes = f.init(f"{w}_corr_axes", np.array([-1], dtype=np.int64))
+    (sums,) = f.node("ReduceSum", [xb, axes], [f"{w}_corr_sums"], keepdims=0)  # [rows, nb]
+    mode = Accumulate.GEMM if accumulate is Accumulate.ADD else accumulate
+    _accumulate(f, w, sums, f.init(f"{w}_corr_M", _np(c.M.float().T)), base, y, N, mode)  # M^T [nb, N]
 
 
 def _compact_accumulate(f: OnnxFragment, w: str, x: str, c: ElementCorrection, base: str, y: str, K: int,

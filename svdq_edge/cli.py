@@ -27,23 +27,56 @@ def main(verbose: int) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="quantized model folder")
 @click.option("--method", default=DEFAULTS.method, show_default=True, help="saliency method")
 @quant_options
+@click.option("--requantize", is_flag=True,
+              help="GGUF sources: quantize the dequantized weights again (rounds them twice) instead of "
+                   "transcoding the file's codes exactly")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
-def quantize(model, output, method, overwrite, **q):
-    """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder."""
+def quantize(model, output, method, requantize, overwrite, **q):
+    """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder.
+
+    A quantized GGUF file (or `smollm2`) is transcoded: its codes, scales and mins are kept exactly."""
     from svdq_edge.io import save_quantized
     from svdq_edge.outputs import prepare_output
-    from svdq_edge.stream import quantize_any
+    from svdq_edge.sources import gguf_path
 
-    config = make_config(method, **q)
+    gguf = gguf_path(model)
+    if requantize and gguf is None:
+        raise click.UsageError("--requantize applies to GGUF sources only")
+    config = None
+    if gguf is None or requantize:
+        config = make_config(method, **q)
+    else:
+        _refuse_quant_options(["method", *q])
     prepare_output(output, overwrite)  # fail before the slow part
-    loaded, report = quantize_any(model, config)
+    if config is None:
+        from svdq_edge.transcode import transcode_gguf
+
+        loaded, report = transcode_gguf(gguf)
+    else:
+        from svdq_edge.stream import quantize_any
+
+        if gguf is not None:
+            click.echo(f"warning: {gguf.name} is already quantized; --requantize rounds its weights a second time",
+                       err=True)
+        loaded, report = quantize_any(model, config)
     save_quantized(loaded, report, output, overwrite=overwrite)
     tables = {n for n, m in loaded.model.named_modules() if type(m).__name__ == "QuantEmbedding"}
     n_lin = sum(1 for r in report.layers if r.name not in tables)
     what = f"{n_lin} linear layers" + (" and the token embedding" if tables else "")
-    click.echo(f"quantized {what} in {report.seconds:.1f}s: {report.mean_bits():.2f} bits/weight, "
+    verb = "quantized" if config is not None else f"transcoded ({report.config.file_type})"
+    click.echo(f"{verb} {what} in {report.seconds:.1f}s: {report.mean_bits():.2f} bits/weight, "
                f"mean relative weight error {report.mean_rel_error():.4f} -> {output}")
+
+
+def _refuse_quant_options(names: list[str]) -> None:
+    """A GGUF file is transcoded as it is: quantization options given on the command line would be ignored."""
+    ctx = click.get_current_context()
+    given = [n for n in names if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise click.UsageError(f"{flags}: a GGUF file is transcoded exactly; add --requantize to quantize its "
+                               "weights again with these options")
 
 
 @main.command()
@@ -97,10 +130,11 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--fp32", is_flag=True, help="export the FP32 model (MODEL must not be a quantized folder)")
 @click.option("--element-form", type=click.Choice(["auto", "ell", "compact"]), default="auto", show_default=True,
               help="ONNX form of an element correction")
-@click.option("--accuracy-level", type=click.IntRange(0, 4), default=None,
+@click.option("--accuracy-level", default=None,
               help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; 4 quantizes "
-                   "activations to int8 on CPU (faster, approximate). Default: 4 for causal LMs (decode speed), "
-                   "0 for encoders")
+                   "activations to int8 on CPU (faster, approximate); \"0,8:4\" sets 8-bit layers apart. Default: "
+                   "0,8:4 for a transcoded GGUF (exact weights; 8-bit codes have no FP32 fast path), 4 for other "
+                   "causal LMs (decode speed), 0 for encoders")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
               help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2, GPT-2), "
                    "traced = torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
@@ -108,11 +142,14 @@ def evaluate(model, data, limit, batch_size):
 @user_errors
 def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
+    from svdq_edge.config import TranscodeConfig
     from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx
+    from svdq_edge.exporters.linear import AccuracyLevels
     from svdq_edge.io import is_quantized_dir, load_quantized
     from svdq_edge.outputs import prepare_output
     from svdq_edge.sources import ModelTask, load_model
 
+    levels = None if accuracy_level is None else AccuracyLevels.of(accuracy_level)  # checked before any work
     prepare_output(output, overwrite)
     quantized = model is not None and is_quantized_dir(model)
     if quantized and fp32:
@@ -120,17 +157,19 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     if not quantized and not fp32:
         raise ValueError(f"{model or 'the default model'}: not a quantized folder; run `svdq-edge quantize` "
                          "first, or pass --fp32 to export the FP32 model")
+    config = None
     if quantized:
         loaded, config = load_quantized(model)
         cfg = config.to_dict()
     else:
         loaded, cfg = load_model(model), None
-    if accuracy_level is None:
-        accuracy_level = 4 if loaded.task is ModelTask.CAUSAL_LM else 0
-    out, sizes, layers = export_onnx(loaded, output, cfg, element_form, accuracy_level, overwrite, graph=graph)
+    if levels is None:
+        levels = (AccuracyLevels(0, ((8, 4),)) if isinstance(config, TranscodeConfig)
+                  else AccuracyLevels(4 if loaded.task is ModelTask.CAUSAL_LM else 0))
+    out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
-               f"accuracy level {accuracy_level}) -> {out}/model.onnx: {sizes.summary()}")
+               f"accuracy level {levels}) -> {out}/model.onnx: {sizes.summary()}")
 
 
 def _register() -> None:

@@ -40,7 +40,7 @@ def quant_options(fn):
                      help="block length along K (power of two, 16-256)"),
         click.option("--keep", type=float, default=DEFAULTS.keep, show_default=True,
                      help="fraction of each layer's weights kept in FP32 (0-0.5)"),
-        click.option("--structure", type=click.Choice([s.value for s in Structure]),
+        click.option("--structure", type=click.Choice([s.value for s in Structure.choices()]),
                      default=DEFAULTS.structure.value, show_default=True, help="shape of the FP32 part"),
         click.option("--rank", type=float, default=None,
                      help="SVD rank for svd scores (>= 1), or an energy fraction in (0, 1); default per method"),

