@@ -34,7 +34,7 @@ from svdq_edge.decompose import (
     LowRankCorrection,
     MixedWeight,
 )
-from svdq_edge.packing import PackedWeight, unpack_zero_points
+from svdq_edge.packing import PackedWeight, QuantFormat, split_halves, unpack_zero_points
 
 MS_DOMAIN = "com.microsoft"
 ELEMENT_FORMS = ("auto", "ell", "compact")
@@ -119,8 +119,8 @@ class AccuracyLevels:
     """MatMulNBits accuracy_level by container width: `default`, and overrides as (bits, level) pairs.
 
     Level 0 computes in FP32 (the PyTorch reference's numbers); 4 quantizes the activations to int8 on CPU (fast,
-    approximate). 8-bit codes have no FP32 fast path on CPU (9-53x slower than at level 4, ../shared/notes), so an
-    exact-weights export runs its 4-bit layers at 0 and its 8-bit ones at 4: "0,8:4".
+    approximate). "0,8:4" keeps 4-bit layers exact and runs 8-bit ones on int8 activations (at level 0 they run as
+    two 4-bit halves, see runs_split, which costs SmolLM2's 8-bit head 0.9 ms per token).
     """
 
     default: int = 0
@@ -155,6 +155,14 @@ class AccuracyLevels:
         return ",".join([str(self.default), *(f"{b}:{lv}" for b, lv in self.by_bits)])
 
 
+def runs_split(p: PackedWeight, levels: int | AccuracyLevels) -> bool:
+    """Whether this layer is emitted as two 4-bit halves (packing.split_halves): 8-bit codes asked to compute in
+    FP32 (level 0), where 8-bit MatMulNBits has no CPU fast path and the halves do (1.7 ms against 78 ms for
+    SmolLM2's [49152, 576] head at one token, docs/decoders.md)."""
+    return (p.fmt is QuantFormat.INT8 and AccuracyLevels.of(levels).for_bits(8) == 0
+            and p.K == p.n_blocks * p.block_size)
+
+
 def has_default_zero_points(p: PackedWeight) -> bool:
     """Every block's zero point equals 2^(bits-1) of the container (what MatMulNBits assumes when none is given)."""
     return bool((unpack_zero_points(p) == 2 ** (p.fmt.value - 1)).all())
@@ -174,8 +182,13 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
         raise ValueError(f"element_form must be one of {ELEMENT_FORMS}, got {element_form!r}")
     p = mixed.packed
     f = OnnxFragment(make_tensor=make_tensor)
-    bits = p.fmt.value  # container bits: 3-bit codes run as 4-bit with explicit zero points
     w = f"{name}.weight"
+    level = AccuracyLevels.of(accuracy_level).for_bits(p.fmt.value)
+    x_in = x
+    if runs_split(p, accuracy_level):  # exact 8-bit codes on the 4-bit FP32 path: [x, x] @ [W_hi | W_lo]^T
+        p = split_halves(p)
+        (x_in,) = f.node("Concat", [x, x], [f"{w}_x_twice"], axis=-1)
+    bits = p.fmt.value  # container bits: 3-bit codes run as 4-bit with explicit zero points
     inputs = [f.init(f"{w}_Q{bits}", _np(p.B)), f.init(f"{w}_scales", _np(p.scales).reshape(-1))]
     # MatMulNBits' default zero point is 2^(bits-1): symmetric codes need no zero-point tensor.
     inputs.append("" if has_default_zero_points(p) else f.init(f"{w}_zp", _np(p.zero_points).reshape(-1)))
@@ -183,8 +196,9 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
         inputs += ["", f.init(f"{name}.bias", np.asarray(bias, dtype=np.float32))]  # no g_idx, then bias
     c = mixed.correction
     base = y if c is None else f"{w}_mnb_out"
-    f.node("MatMulNBits", [x, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
-           block_size=p.block_size, accuracy_level=AccuracyLevels.of(accuracy_level).for_bits(bits))
+    f.node("MatMulNBits", [x_in, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
+           block_size=p.block_size, accuracy_level=level)
+    p = mixed.packed  # corrections read x and the layer's own shape
     if c is None:
         return f
     if isinstance(c, LowRankCorrection):

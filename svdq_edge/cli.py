@@ -133,8 +133,8 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--accuracy-level", default=None,
               help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; 4 quantizes "
                    "activations to int8 on CPU (faster, approximate); \"0,8:4\" sets 8-bit layers apart. Default: "
-                   "0,8:4 for a transcoded GGUF (exact weights; 8-bit codes have no FP32 fast path), 4 for other "
-                   "causal LMs (decode speed), 0 for encoders")
+                   "0 for a transcoded GGUF (its exact weights, computed in FP32), 4 for other causal LMs (decode "
+                   "speed), 0 for encoders")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
               help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2, GPT-2), "
                    "traced = torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
@@ -164,8 +164,8 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     else:
         loaded, cfg = load_model(model), None
     if levels is None:
-        levels = (AccuracyLevels(0, ((8, 4),)) if isinstance(config, TranscodeConfig)
-                  else AccuracyLevels(4 if loaded.task is ModelTask.CAUSAL_LM else 0))
+        causal = loaded.task is ModelTask.CAUSAL_LM and not isinstance(config, TranscodeConfig)
+        levels = AccuracyLevels(4 if causal else 0)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "

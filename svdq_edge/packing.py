@@ -122,3 +122,21 @@ def unpack(p: PackedWeight) -> BlockQuant:
     codes = _unpack_codes(p.B, fmt).reshape(p.N, nb * p.block_size)
     zero = unpack_zero_points(p)
     return BlockQuant(codes=codes, scale=p.scales, zero=zero, K=p.K, bits=p.bits, block_size=p.block_size)
+
+
+def split_halves(p: PackedWeight) -> PackedWeight:
+    """8-bit codes as two 4-bit halves along K, exactly: W [N, K] -> W' [N, 2K] with codes [u >> 4 | u & 15],
+    scales [16 s | s] and zero points [z >> 4 | z & 15], so that x @ W^T = [x, x] @ W'^T.
+
+    (u - z) s = 16 s ((u >> 4) - (z >> 4)) + s ((u & 15) - (z & 15)) for any codes and zero points, and 16 s is exact
+    in float. ONNX Runtime's CPU has an FP32 fast path for 4-bit MatMulNBits and none for 8-bit (50x slower), so
+    an exact 8-bit layer runs as this. K must be a whole number of blocks (the halves are joined block-aligned)."""
+    if p.fmt is not QuantFormat.INT8:
+        raise ValueError(f"split_halves takes 8-bit codes, got {p.bits}-bit")
+    if p.K != p.n_blocks * p.block_size:
+        raise ValueError(f"K={p.K} is not a whole number of {p.block_size}-blocks")
+    q = unpack(p)
+    u, z = q.codes, q.zero
+    halves = BlockQuant(codes=torch.cat([u >> 4, u & 15], dim=1), scale=torch.cat([16.0 * q.scale, q.scale], dim=1),
+                        zero=torch.cat([z >> 4, z & 15], dim=1), K=2 * p.K, bits=4, block_size=p.block_size)
+    return pack(halves)

@@ -35,8 +35,10 @@ from svdq_edge.exporters.linear import (
     _np,
     has_default_zero_points,
     quant_linear_fragment,
+    runs_split,
 )
 from svdq_edge.modules import QuantLinear, module_name
+from svdq_edge.packing import split_halves
 
 OPSET = 21
 ROWS_2D = "/model/constants/rows_2d"  # [-1, hidden]
@@ -199,8 +201,13 @@ class DecoderBuilder:
         return all(type(m) is nn.Linear for m in modules)
 
     def _shared_embedding(self, emb: QuantEmbedding, y: str) -> None:
-        """GatherBlockQuantized reading the head's MatMulNBits initializers through Reshapes ORT folds at load."""
+        """GatherBlockQuantized reading the head's MatMulNBits initializers through Reshapes ORT folds at load.
+        A head emitted as two 4-bit halves (linear.runs_split) gathers rows [hi | lo] and adds the halves."""
         p = emb.packed
+        split = runs_split(p, self.accuracy_level)
+        if split:
+            p, out = split_halves(p), y
+            y = "/model/embed_tokens/halves"
         bits = p.fmt.value
         f = self.f
         shape = f.init("/model/embed_tokens/data_shape", np.array([p.N, -1], dtype=np.int64))
@@ -211,6 +218,11 @@ class DecoderBuilder:
             inputs += f.node("Reshape", ["lm_head.weight_zp", shape], ["/model/embed_tokens/zero_points"])
         f.node("GatherBlockQuantized", inputs, [y], domain=MS_DOMAIN, gather_axis=0, quantize_axis=1,
                block_size=p.block_size, bits=bits)
+        if split:  # [batch, sequence, 2K] -> [batch, sequence, 2, K] -> hi + lo
+            two = f.init("/model/embed_tokens/halves_shape", np.array([0, 0, 2, emb.embedding_dim], dtype=np.int64))
+            (h,) = f.node("Reshape", [y, two], ["/model/embed_tokens/halves_4d"])
+            axis = f.init("/model/embed_tokens/halves_axis", np.array([2], dtype=np.int64))
+            f.node("ReduceSum", [h, axis], [out], keepdims=0)
 
     def _extend(self, frag: OnnxFragment) -> None:
         self.f.nodes.extend(frag.nodes)

@@ -98,3 +98,19 @@ def test_constant_rows_are_exact(bits):
     W = torch.full((3, 48), 0.25)
     q = quantize_blockwise(W, bits, 16)
     assert torch.allclose(dequantize_blockwise(q), W, atol=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_split_halves_is_exact(symmetric):
+    """8-bit codes as two 4-bit halves along K: [x, x] @ W'^T equals x @ W^T, any zero points."""
+    from svdq_edge.packing import split_halves
+
+    W = torch.randn(24, 64)
+    p = pack(quantize_blockwise(W, 8, 32, symmetric=symmetric))
+    halves = split_halves(p)
+    assert (halves.bits, halves.K, halves.N) == (4, 128, 24)
+    W8 = dequantize_blockwise(unpack(p))
+    W4 = dequantize_blockwise(unpack(halves))
+    assert torch.allclose(W4[:, :64] + W4[:, 64:], W8, rtol=0, atol=1e-6 * W8.abs().max())
+    with pytest.raises(ValueError, match="8-bit"):
+        split_halves(halves)

