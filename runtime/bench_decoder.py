@@ -7,8 +7,10 @@ prefill of a 128-token prompt, decode ms/token with 128 and 1024 tokens in the c
 for every contender, interleaved, batch 1), decode ms/token through onnxruntime-genai's Generator for the folders it
 runs (shared KV buffer), and per contender the build time and peak RSS of building it (quantize + export for ours,
 the builder for genai's), each in a fresh child process, against the model's FP32 weight bytes.
-The genai contender is there when the `genai` extra is installed. With `smollm2` (a Q4_1 GGUF) the weights already
-sit on a 4-bit grid: its perplexities flatter every INT4 method.
+The genai contender is there when the `genai` extra is installed. With a GGUF source (`smollm2` is a Q4_1 GGUF) the
+weights already sit on a quantized grid, so its perplexities flatter every re-quantizing method; two more pairs of
+contenders then run: the file transcoded exactly (`gguf`: FP32 compute; `gguf-acc4`: int8 activations), and
+llama.cpp on the file itself (`llamacpp`, when the `llamacpp` extra is installed), timed in the same interleaved run.
 """
 
 from __future__ import annotations
@@ -63,9 +65,12 @@ def _child(args: list[str]) -> dict:
               help="MatMulNBits accuracy_level of our exports and ORT's RTN (4: int8 activations on CPU)")
 @click.option("--genai/--no-genai", default=True, show_default=True,
               help="onnxruntime-genai's INT4 build as a contender (when the extra is installed)")
+@click.option("--gguf/--no-gguf", "gguf_contenders", default=True, show_default=True,
+              help="GGUF sources: our exact transcode of the file, and llama.cpp on it (when installed)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-decoder"), show_default=True)
 @click.pass_context
-def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, accuracy_level, genai, out):
+def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threads, accuracy_level, genai,
+         gguf_contenders, out):
     if ctx.invoked_subcommand is not None:
         return
     logging.basicConfig(level=logging.WARNING)  # ORT's quantizer logs a line per MatMul at INFO
@@ -74,11 +79,11 @@ def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threa
     raw = default_variants() if variants is None else json.loads(variants)
     configs = {label: QuantConfig.from_dict(d) for label, d in raw.items()}
     click.echo(decoder_report(model, configs, data, ppl_tokens, max_length, stride, runs, threads, out,
-                              accuracy_level, genai))
+                              accuracy_level, genai, gguf_contenders))
 
 
 def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, accuracy_level: int,
-                     genai: bool) -> dict[str, dict]:
+                     genai: bool, gguf: Path | None = None) -> dict[str, dict]:
     """Build every contender's folder under `out`; returns {name: build facts (seconds, peak RSS, ...)}."""
     from svdq_edge.runtime.baselines import copy_side_files, ort_rtn_int4
     from svdq_edge.runtime.genai import genai_available
@@ -96,28 +101,37 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
     for label, c in configs.items():
         builds[label] = _child(["--model", source, "--config", c.to_json(), "--out", str(out / label),
                                 "--accuracy-level", str(accuracy_level)])
+    if gguf is not None:  # the exact transcode: FP32 compute (its default), and int8 activations
+        for label, level in (("gguf", 0), ("gguf-acc4", 4)):
+            builds[label] = _child(["--model", str(gguf), "--transcode", "--out", str(out / label),
+                                    "--accuracy-level", str(level)])
     return builds
 
 
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 4096,
                    max_length: int = 1024, stride: int = 512, runs: int = 200, threads: int = 2,
                    out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 4,
-                   genai: bool = True) -> str:
+                   genai: bool = True, gguf_contenders: bool = True) -> str:
     """Build every contender; return the table (also saved as bench.json)."""
     from svdq_edge.data import read_text_ids
     from svdq_edge.runtime.decode_latency import measure_decoders
     from svdq_edge.runtime.genai import decode_ms_interleaved, is_genai_folder, set_session_threads
     from svdq_edge.runtime.latency import model_size_mb
+    from svdq_edge.runtime.llamacpp import LlamaCppDecoder, llamacpp_available
     from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
     from svdq_edge.runtime.session import make_session
-    from svdq_edge.sources import load_config, load_tokenizer, resolve_source
+    from svdq_edge.sources import gguf_path, load_config, load_tokenizer, resolve_source
 
     out.mkdir(parents=True, exist_ok=True)
     source = resolve_source(model)  # converts a GGUF once, outside the measured children
+    gguf = gguf_path(model) if gguf_contenders else None
     max_pos = getattr(load_config(source), "max_position_embeddings", None) or max(CONTEXTS) + 1
     contexts = tuple(c for c in CONTEXTS if c < max_pos)
-    builds = build_contenders(source, configs, out, accuracy_level, genai)
+    builds = build_contenders(source, configs, out, accuracy_level, genai, gguf)
     names = list(builds)
+    llama = gguf is not None and llamacpp_available()
+    if llama:
+        builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
     tok = load_tokenizer(source)
     ids = read_text_ids(tok, data, ppl_tokens)
     # onnxruntime-genai's Generator first, before any other session exists (idle threads would skew it), with the
@@ -127,24 +141,28 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
         set_session_threads(folder, threads)
     gen_ms = decode_ms_interleaved(genai_dirs, ids[:128].tolist(), 64) if genai_dirs else {}
     sessions = [make_session(out / n, "cpu", threads) for n in names]
-    ppl = [perplexity(onnx_window_scorer(s), ids, max_length, stride, desc=f"ppl {n}")
-           for n, s in zip(names, sessions, strict=True)]
+    scorers = [onnx_window_scorer(s) for s in sessions]
+    if llama:
+        sessions.append(LlamaCppDecoder(gguf, threads, n_ctx=max(contexts) + 2))
+        scorers.append(sessions[-1].window_scorer(max_length))
+        names.append("llamacpp")
+    ppl = [perplexity(score, ids, max_length, stride, desc=f"ppl {n}") for n, score in zip(names, scorers, strict=True)]
     lat = measure_decoders(sessions, len(tok), contexts=contexts, runs=runs)
-    del sessions
+    del sessions, scorers
     weight_mb = builds["fp32"]["weight_mb"]
     dump = {"configs": {k: c.to_dict() for k, c in configs.items()}, "builds": builds}
     rows = []
     for n, p, ls in zip(names, ppl, lat, strict=True):
         d = {x.phase + str(x.context): x for x in ls}
         b = builds[n]
-        size = model_size_mb(out / n)
+        size = gguf.stat().st_size / 1e6 if n == "llamacpp" else model_size_mb(out / n)
         rss = f"{b['peak_rss_mb']:.0f} ({b['peak_rss_mb'] / weight_mb:.2f}x)" if "peak_rss_mb" in b else "-"
-        counts = _op_counts(out / n)
-        rows.append([n, f"{size:.1f}", str(sum(counts.values())), f"{p.ppl:.3f}",
+        counts = {} if n == "llamacpp" else _op_counts(out / n)
+        rows.append([n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
                      f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
                      f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
                      f"{d['decode128'].tokens_per_s:.0f}", f"{gen_ms[n]:.2f}" if n in gen_ms else "-",
-                     f"{b['seconds']:.0f}", rss])
+                     f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss])
         dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
                    "genai_decode_ms": gen_ms.get(n), "nodes": counts}
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
@@ -171,9 +189,10 @@ def _op_counts(folder: Path) -> dict[str, int]:
 @click.option("--config", "config_json", default=None)
 @click.option("--fp32", is_flag=True)
 @click.option("--genai", "genai_build", is_flag=True, help="onnxruntime-genai's builder, -p int4 -e cpu")
+@click.option("--transcode", is_flag=True, help="MODEL is a GGUF file: transcode it exactly")
 @click.option("--accuracy-level", type=int, default=4)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def child(model, config_json, fp32, genai_build, accuracy_level, out):
+def child(model, config_json, fp32, genai_build, transcode, accuracy_level, out):
     """(internal) Build one contender in this process; print seconds and peak RSS as JSON."""
     from svdq_edge.memory import bound_heap, peak_rss_mib
 
@@ -185,6 +204,12 @@ def child(model, config_json, fp32, genai_build, accuracy_level, out):
         from svdq_edge.runtime.genai import build_genai_int4
 
         build_genai_int4(Path(model), out, out.parent / ".genai-cache", in_process=True)
+    elif transcode:
+        from svdq_edge.exporters.export import export_onnx
+        from svdq_edge.transcode import transcode_gguf
+
+        loaded, report = transcode_gguf(Path(model), progress=False)
+        export_onnx(loaded, out, report.config.to_dict(), accuracy_level=accuracy_level, overwrite=True)
     else:
         facts = _build_ours(model, config_json, fp32, accuracy_level, out)
     click.echo(json.dumps({"peak_rss_mb": peak_rss_mib(),

@@ -38,17 +38,27 @@ def decode_feed(session: ort.InferenceSession, vocab: int, context: int) -> dict
     return decoder_feed(session, token, np.ones((1, context + 1), dtype=np.int64), state.past)
 
 
-def measure_decoders(sessions: list[ort.InferenceSession], vocab: int, contexts: tuple[int, ...] = (1, 128),
+def _timed_call(decoder, phase: str, vocab: int, context: int) -> tuple[object, dict | None]:
+    """(runner, feed) of one timed call: an ONNX Runtime session and its feed, or a runner that needs none (a
+    decoder of another runtime with a `step(prompt, phase)` method, e.g. runtime/llamacpp.py)."""
+    if isinstance(decoder, ort.InferenceSession):
+        if phase == "prefill":
+            return decoder, decoder_feed(decoder, _prompt(vocab, context), np.ones((1, context), dtype=np.int64))
+        return decoder, decode_feed(decoder, vocab, context)
+    return decoder.step(_prompt(vocab, context), phase), None
+
+
+def measure_decoders(sessions: list, vocab: int, contexts: tuple[int, ...] = (1, 128),
                      prompt: int = 128, runs: int = 50) -> list[list[DecodeLatency]]:
-    """Per session: prefill of a `prompt`-token prompt, then one decode step at each context, timed interleaved
-    across sessions (the same feeds for all) so their figures compare like with like."""
+    """Per decoder (ONNX Runtime sessions, or another runtime's decoder, see `_timed_call`): prefill of a
+    `prompt`-token prompt, then one decode step at each context, timed interleaved across decoders (the same tokens
+    for all) so their figures compare like with like."""
     out: list[list[DecodeLatency]] = [[] for _ in sessions]
-    phases = [("prefill", prompt, [decoder_feed(s, _prompt(vocab, prompt), np.ones((1, prompt), dtype=np.int64))
-                                   for s in sessions])]
-    phases += [("decode", c, [decode_feed(s, vocab, c) for s in sessions]) for c in contexts]
-    for phase, context, feeds in phases:
+    for phase, context in [("prefill", prompt), *(("decode", c) for c in contexts)]:
+        calls = [_timed_call(s, phase, vocab, context) for s in sessions]
+        runners, feeds = [c[0] for c in calls], [c[1] for c in calls]
         n = max(5, runs // 5) if phase == "prefill" else runs
-        for i, t in enumerate(time_interleaved(sessions, feeds, warmup=3, runs=n)):
+        for i, t in enumerate(time_interleaved(runners, feeds, warmup=3, runs=n)):
             out[i].append(DecodeLatency(context, phase, len(t), 1e3 * float(np.percentile(t, 50)),
                                         1e3 * float(np.percentile(t, 90))))
     return out

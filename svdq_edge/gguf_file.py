@@ -26,16 +26,20 @@ class GGUFError(RuntimeError):
 
 @dataclass(frozen=True)
 class GGUFTensor:
-    """One tensor of the file: its name, GGML type and shape as [rows, K] (GGUF lists dimensions innermost first)."""
+    """One tensor of the file: its name, GGML type, shape as [rows, K] (GGUF lists dimensions innermost first), and
+    where its bytes lie in the file."""
 
     name: str
     kind: GGMLType
     shape: tuple[int, ...]
-    data: np.ndarray  # the file's bytes (a memory map), uint8 [rows, row bytes]
+    offset: int
+    n_bytes: int
 
 
 class GGUFFile:
-    """The tensors and metadata of one GGUF file. Nothing is read into memory until `raw`, `codes` or `floats`."""
+    """The tensors and scalar metadata of one GGUF file. Tensors are read one at a time (`raw`, `codes`, `floats`)
+    through a memory map. The parsed header is not kept: the gguf reader holds every tokenizer string as a numpy
+    array (~160 MB for a 49k vocabulary), and transformers parses the file again for the config and tokenizer."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -49,12 +53,13 @@ class GGUFFile:
         except ImportError:
             raise GGUFError("reading GGUF needs the 'gguf' package: pip install 'svdq-edge[decoders]'") from None
         try:
-            self.reader = GGUFReader(self.path)
+            reader = GGUFReader(self.path)
         except Exception as e:  # the reader raises ValueError, IndexError, struct errors on a cut or corrupt file
             raise GGUFError(f"{path}: truncated or corrupt GGUF file ({_first_line(e)})") from None
+        self.fields = {k: v for k, f in reader.fields.items() if (v := _scalar(f)) is not None}
         size = self.path.stat().st_size
         self.tensors: dict[str, GGUFTensor] = {}
-        for t in self.reader.tensors:
+        for t in reader.tensors:
             if int(t.data_offset) + int(t.n_bytes) > size:
                 raise GGUFError(f"{path}: truncated GGUF file (tensor {t.name} ends past the end of the file)")
             try:
@@ -62,18 +67,13 @@ class GGUFFile:
             except GGMLFormatError as e:
                 raise GGUFError(f"{path}: {e}") from None
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-            self.tensors[t.name] = GGUFTensor(t.name, kind, shape, t.data)
+            self.tensors[t.name] = GGUFTensor(t.name, kind, shape, int(t.data_offset), int(t.n_bytes))
+        del reader
 
     # -- metadata -----------------------------------------------------------------------------------------------
     def field(self, key: str, default=None):
         """A scalar or string metadata value."""
-        f = self.reader.fields.get(key)
-        if f is None or not f.data:
-            return default
-        value = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(value).decode("utf-8")
-        return value.tolist()[0]
+        return self.fields.get(key, default)
 
     @property
     def architecture(self) -> str:
@@ -99,7 +99,8 @@ class GGUFFile:
         """uint8 [rows, row bytes] (copied out of the memory map)."""
         t = self.tensors[name]
         rows = int(np.prod(t.shape[:-1])) if len(t.shape) > 1 else 1
-        return torch.from_numpy(np.ascontiguousarray(t.data).view(np.uint8).reshape(rows, -1).copy())
+        data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=t.offset, shape=(t.n_bytes,))
+        return torch.from_numpy(np.array(data).reshape(rows, -1))
 
     def codes(self, name: str) -> GGMLCodes:
         return unpack(self.raw(name), self.tensors[name].kind)
@@ -110,6 +111,14 @@ class GGUFFile:
         raw = self.raw(name)
         W = read_float(raw, t.kind) if t.kind.is_float else unpack(raw, t.kind).dequantize()
         return W.reshape(t.shape)
+
+
+def _scalar(f):
+    """A field's value when it is one scalar or string (arrays, such as the vocabulary, are skipped)."""
+    if len(f.types) != 1 or len(f.data) != 1:
+        return None
+    value = f.parts[f.data[0]]
+    return bytes(value).decode("utf-8") if f.types[0].name == "STRING" else value.tolist()[0]
 
 
 def _first_line(e: Exception) -> str:

@@ -71,23 +71,27 @@ class PackedWeight:
 
 
 def _pack_codes(codes: Tensor, fmt: QuantFormat) -> Tensor:
-    """uint8 [..., M] codes (M a multiple of per_byte) -> uint8 [..., M / per_byte]."""
+    """uint8 [..., M] codes (M a multiple of per_byte) -> uint8 [..., M / per_byte]. Works in uint8 throughout: a
+    token table or LM head has tens of millions of codes, and wider intermediates cost hundreds of MB."""
     per = fmt.per_byte
+    codes = codes.to(torch.uint8)
     if per == 1:
-        return codes.to(torch.uint8).contiguous()
-    c = codes.to(torch.int32).reshape(*codes.shape[:-1], -1, per)
-    shifts = torch.arange(per, dtype=torch.int32) * fmt.value
-    return (c << shifts).sum(dim=-1).to(torch.uint8)
+        return codes.contiguous()
+    c = codes.reshape(*codes.shape[:-1], -1, per)
+    out = c[..., 0].clone()
+    for j in range(1, per):
+        out |= c[..., j] << (j * fmt.value)
+    return out
 
 
 def _unpack_codes(packed: Tensor, fmt: QuantFormat) -> Tensor:
-    """uint8 [..., M] -> uint8 [..., M * per_byte]."""
+    """uint8 [..., M] -> uint8 [..., M * per_byte] (in uint8, as `_pack_codes`)."""
     per = fmt.per_byte
     if per == 1:
         return packed.clone()
-    shifts = torch.arange(per, dtype=torch.int32) * fmt.value
-    c = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & (2**fmt.value - 1)
-    return c.reshape(*packed.shape[:-1], -1).to(torch.uint8)
+    shifts = torch.arange(0, 8, fmt.value, dtype=torch.uint8)
+    c = (packed.unsqueeze(-1) >> shifts) & (2**fmt.value - 1)
+    return c.reshape(*packed.shape[:-1], -1)
 
 
 def pack(q: BlockQuant) -> PackedWeight:

@@ -14,6 +14,7 @@ the gguf package's name tables, and two conventions of llama.cpp's converter are
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -23,10 +24,10 @@ from tqdm.auto import tqdm
 
 from svdq_edge.apply import LayerReport, QuantReport, find_targets
 from svdq_edge.config import TranscodeConfig
-from svdq_edge.decompose import MixedWeight, relative_error
+from svdq_edge.decompose import MixedWeight
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.ggml import GGMLCodes
-from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, to_mixed, to_table
+from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, row_slice, to_mixed, to_table
 from svdq_edge.gguf_file import GGUFError, GGUFFile
 from svdq_edge.head import install_head, output_head
 from svdq_edge.modules import QuantLinear, module_name, set_module
@@ -36,6 +37,7 @@ from svdq_edge.stream import StreamError, materialize, skeleton
 log = logging.getLogger(__name__)
 ROPE_PERMUTED = ("llama",)  # GGUF architectures whose Q/K rows llama.cpp's converter interleaved
 NORM_PLUS_ONE = ("gemma", "gemma2", "gemma3")  # ... whose norm weights it stored as 1 + w
+CHECK_ROWS = 4096  # rows compared at once when checking a transcoded table against ggml's dequantization
 
 
 class GGUFModel:
@@ -122,9 +124,10 @@ def transcode_gguf(path: str | Path, progress: bool = True,
     """The model of a GGUF file with every quantized tensor kept exactly (see the module docstring)."""
     start = time.perf_counter()
     path = Path(path)
-    gguf = GGUFFile(path)  # validates the whole file first
+    gguf = GGUFFile(path)  # validates the whole file first (and keeps no parsed header: see GGUFFile)
     hf_config = gguf_config(path)
     tok = gguf_tokenizer(path) if tokenizer else None
+    gc.collect()  # transformers' parse of the header is garbage now: its memory serves the tensors
     model = skeleton(hf_config, ModelTask.CAUSAL_LM)
     src = GGUFModel(gguf, model)
     report = QuantReport(TranscodeConfig(file=str(path), file_type=gguf.file_type(), types=gguf.type_counts()))
@@ -193,9 +196,17 @@ def _plain_embedding(emb: nn.Module) -> bool:
 
 
 def _row(name: str, c: GGMLCodes, mixed: MixedWeight) -> LayerReport:
-    """Report row: bits per weight as exported, and the relative error against ggml's own dequantized weight."""
-    return LayerReport(name, c.shape, mixed.bits_per_weight(), relative_error(c.dequantize(), mixed.dequantize()),
-                       0.0, None if mixed.structure is None else mixed.structure.value)
+    """Report row: bits per weight as exported, and the relative error against ggml's own dequantized weight
+    (compared in row chunks: a token table dequantized whole is hundreds of MB)."""
+    err2, norm2 = 0.0, 0.0
+    for a in range(0, c.shape[0], CHECK_ROWS):
+        b = min(a + CHECK_ROWS, c.shape[0])
+        W = c.dequantize() if b - a == c.shape[0] else row_slice(c, a, b).dequantize()
+        W_hat = to_mixed(row_slice(c, a, b)).dequantize() if b - a < c.shape[0] else mixed.dequantize()
+        err2 += float(((W - W_hat) ** 2).sum())
+        norm2 += float((W**2).sum())
+    return LayerReport(name, c.shape, mixed.bits_per_weight(), (err2 / max(norm2, 1e-30)) ** 0.5, 0.0,
+                       None if mixed.structure is None else mixed.structure.value)
 
 
 def _first_line(e: Exception) -> str:

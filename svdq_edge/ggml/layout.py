@@ -38,6 +38,12 @@ def permute_rows(c: GGMLCodes, idx: Tensor) -> GGMLCodes:
                      c.group)
 
 
+def row_slice(c: GGMLCodes, a: int, b: int) -> GGMLCodes:
+    """Rows a..b-1 of the weight (views)."""
+    return GGMLCodes(c.codes[a:b], c.scale[a:b], None if c.offset is None else c.offset[a:b], c.zero, c.bits,
+                     c.group)
+
+
 def to_block_quant(c: GGMLCodes) -> tuple[BlockQuant, Tensor | None]:
     """BlockQuant at the container's default zero point where possible, and the block offsets (float32 [N, nb])."""
     fmt = QuantFormat.for_bits(c.bits)
@@ -46,7 +52,7 @@ def to_block_quant(c: GGMLCodes) -> tuple[BlockQuant, Tensor | None]:
     nb = K // c.group
     codes, zero, offset = c.codes, c.zero, c.offset
     if 0 <= z - zero and (2**c.bits - 1) + (z - zero) <= 2**fmt.value - 1:
-        codes, zero = (codes.to(torch.int32) + (z - zero)).to(torch.uint8), z
+        codes, zero = (codes + (z - zero) if z != zero else codes), z  # fits: no uint8 overflow
     elif offset is not None:
         offset, zero = offset + c.scale * float(z - zero), z
     zeros = torch.full((N, nb), zero, dtype=torch.uint8)
