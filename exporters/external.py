@@ -30,7 +30,7 @@ class ExternalData:
     def tensor(self, name: str, array: np.ndarray) -> TensorProto:
         """A TensorProto for `array` whose bytes go straight from the array to the file (no in-memory copy);
         small arrays stay inline."""
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d (ascontiguousarray makes them [1])
         if array.nbytes < INLINE_BYTES:
             return numpy_helper.from_array(array, name)
         t = TensorProto(name=name, dims=array.shape, data_type=helper.np_dtype_to_tensor_dtype(array.dtype))

@@ -57,7 +57,7 @@ class OnnxFragment:
         if self.make_tensor is not None:
             self.initializers.append(self.make_tensor(name, array))
         else:
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], domain: str = "", **attrs) -> list[str]:

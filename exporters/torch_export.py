@@ -62,6 +62,16 @@ class TracePlaceholder(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class _ScaledEmbedding(nn.Embedding):
+    """Traces as Gather (spliced to GatherBlockQuantized) then, for a scaled table, Mul."""
+
+    scale: float = 1.0
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = super().forward(ids)
+        return rows if self.scale == 1.0 else rows * self.scale
+
+
 def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | QuantEmbedding]]:
     """A shallow stand-in of `model` for tracing: every QuantLinear becomes a TracePlaceholder and every
     QuantEmbedding an nn.Embedding holding its dequantized table (found again by content, see splice.py).
@@ -72,7 +82,8 @@ def dense_copy(model: nn.Module) -> tuple[nn.Module, dict[str, QuantLinear | Qua
     swapped = {}
     for name, q in quant.items():
         if isinstance(q, QuantEmbedding):
-            new = nn.Embedding(q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
+            new = _ScaledEmbedding(q.num_embeddings, q.embedding_dim, padding_idx=q.padding_idx)
+            new.scale = q.scale
             with torch.no_grad():
                 new.weight.copy_(q.table())
         else:

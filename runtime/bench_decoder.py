@@ -89,7 +89,7 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
     from svdq_edge.runtime.genai import genai_available
 
     builds = {"fp32": _child(["--model", source, "--fp32", "--out", str(out / "fp32")])}
-    block = next(iter(configs.values())).block_size
+    block = _block(configs)
     rtn = out / "ort-rtn4"
     rtn.mkdir(exist_ok=True)
     start = time.perf_counter()
@@ -170,11 +170,16 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
                      f"{c.head_bits or 'FP32'}" for k, c in configs.items())
     header = (f"{model}: {len(ids)} tokens of {data.name} -> {ppl[0].tokens} scored (window {max_length}, stride "
               f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1, {runs} timed steps; {ours}; MatMulNBits "
-              f"accuracy_level {accuracy_level} (ours and ORT RTN block {next(iter(configs.values())).block_size}); "
+              f"accuracy_level {accuracy_level} (ours and ORT RTN block {_block(configs)}); "
               f"FP32 weights {weight_mb:.0f} MiB")
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),
             "tok/s @128", "genai Generator ms/tok", "build s", "build peak RSS MiB"]
     return "\n".join([header, markdown_table(cols, rows)])
+
+
+def _block(configs: dict[str, QuantConfig]) -> int:
+    """ORT RTN's block size: our first variant's (32, GGUF's block, without variants)."""
+    return next(iter(configs.values())).block_size if configs else 32
 
 
 def _op_counts(folder: Path) -> dict[str, int]:

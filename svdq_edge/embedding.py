@@ -16,13 +16,22 @@ from svdq_edge.packing import PackedWeight, pack, unpack
 EMBEDDING_BITS = (2, 4, 8)  # the widths GatherBlockQuantized reads from uint8 data
 
 
-class QuantEmbedding(nn.Module):
-    """nn.Embedding whose table is held as packed codes (B, scales, zero_points, as in PackedWeight)."""
+def embedding_scale(emb: nn.Module) -> float:
+    """The factor an embedding multiplies its rows by (Gemma's sqrt(hidden): `embed_scale`), else 1."""
+    scale = getattr(emb, "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
 
-    def __init__(self, packed: PackedWeight, padding_idx: int | None = None):
+
+class QuantEmbedding(nn.Module):
+    """nn.Embedding whose table is held as packed codes (B, scales, zero_points, as in PackedWeight); rows are
+    multiplied by `scale` after the lookup (1 for most models; Gemma scales by sqrt(hidden)), the table is not, so a
+    tied head can share its codes."""
+
+    def __init__(self, packed: PackedWeight, padding_idx: int | None = None, scale: float = 1.0):
         super().__init__()
         self.num_embeddings, self.embedding_dim = packed.N, packed.K
         self.bits, self.block_size, self.padding_idx = packed.bits, packed.block_size, padding_idx
+        self.scale = float(scale)
         self.register_buffer("B", packed.B)
         self.register_buffer("scales", packed.scales)
         self.register_buffer("zero_points", packed.zero_points)
@@ -44,17 +53,19 @@ class QuantEmbedding(nn.Module):
         return self.table()
 
     def forward(self, ids: Tensor) -> Tensor:
-        return nn.functional.embedding(ids, self.table(), self.padding_idx)
+        rows = nn.functional.embedding(ids, self.table(), self.padding_idx)
+        return rows if self.scale == 1.0 else rows * self.scale
 
     def layer_meta(self) -> dict:
         return {"kind": "embedding", "num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "bits": self.bits, "block_size": self.block_size, "padding_idx": self.padding_idx}
+                "bits": self.bits, "block_size": self.block_size, "padding_idx": self.padding_idx,
+                "scale": self.scale}
 
     @classmethod
     def from_tensors(cls, meta: dict, tensors: dict[str, Tensor]) -> QuantEmbedding:
         packed = PackedWeight(tensors["B"], tensors["scales"], tensors["zero_points"], meta["embedding_dim"],
                               meta["num_embeddings"], meta["bits"], meta["block_size"])
-        return cls(packed, meta["padding_idx"])
+        return cls(packed, meta["padding_idx"], meta.get("scale", 1.0))
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, block={self.block_size}"
@@ -79,7 +90,8 @@ def quantize_input_embedding(model: nn.Module, bits: int, block_size: int, symme
     name = module_name(model, emb)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tied = head is not None and getattr(head, "weight", None) is emb.weight  # a quantized head is no longer tied
-    q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx)
+    q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx,
+                       embedding_scale(emb))
     set_module(model, name, q)
     if tied:
         # The head multiplies by the same (dequantized) table the input side gathers from.

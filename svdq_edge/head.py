@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from svdq_edge.decompose import MixedWeight
-from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.modules import QuantLinear, module_name, set_module
 from svdq_edge.packing import PackedWeight
 
@@ -41,5 +41,5 @@ def install_head(model: nn.Module, packed: PackedWeight, bias: Tensor | None) ->
     tied = isinstance(emb, nn.Embedding) and head.weight is emb.weight
     set_module(model, name, QuantLinear(MixedWeight(packed, None), bias))
     if tied:
-        set_module(model, module_name(model, emb), QuantEmbedding(packed, emb.padding_idx))
+        set_module(model, module_name(model, emb), QuantEmbedding(packed, emb.padding_idx, embedding_scale(emb)))
     return tied

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from svdq_edge.apply import LayerReport, QuantReport, find_targets
 from svdq_edge.config import TranscodeConfig
 from svdq_edge.decompose import MixedWeight
-from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.ggml import GGMLCodes
 from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, row_slice, to_mixed, to_table
 from svdq_edge.gguf_file import GGUFError, GGUFFile
@@ -183,7 +183,7 @@ def _transcode_head_and_table(model: nn.Module, src: GGUFModel, report: QuantRep
         if not src.kind(key).is_float:
             set_module(model, head[0], QuantLinear(_linear(src, key, report, head[0]), None))
     if table is not None:
-        set_module(model, emb_name, QuantEmbedding(table, emb.padding_idx))
+        set_module(model, emb_name, QuantEmbedding(table, emb.padding_idx, embedding_scale(emb)))
     elif quantized_table:  # mins, or a scaled embedding: the input side reads the dequantized table
         log.warning("token table %s (%s) is stored dequantized: %.1f MB FP32", emb_key, src.kind(emb_key).name,
                     emb.num_embeddings * emb.embedding_dim * 4 / 1e6)
@@ -191,8 +191,8 @@ def _transcode_head_and_table(model: nn.Module, src: GGUFModel, report: QuantRep
 
 
 def _plain_embedding(emb: nn.Module) -> bool:
-    """A table GatherBlockQuantized can replace as it is (Gemma's scaled embedding multiplies after the lookup)."""
-    return type(emb) is nn.Embedding
+    """A lookup QuantEmbedding reproduces: nn.Embedding, or a subclass that only scales the rows (Gemma)."""
+    return type(emb) is nn.Embedding or (isinstance(emb, nn.Embedding) and hasattr(emb, "embed_scale"))
 
 
 def _row(name: str, c: GGMLCodes, mixed: MixedWeight) -> LayerReport:

@@ -9,6 +9,8 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -67,6 +69,23 @@ def tiny_mistral(window: int = 5) -> MistralForCausalLM:
                         sliding_window=window, eos_token_id=2)
     cfg.architectures = ["MistralForCausalLM"]
     return MistralForCausalLM(cfg).eval()
+
+
+def tiny_gemma3(window: int = 5) -> Gemma3ForCausalLM:
+    """Gemma 3: scaled embedding, (1 + w) norms, q/k norms, local layers (window shorter than the test sequences,
+    their own rotary base) and a global one; norm weights drawn away from their zero init so they matter."""
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=32, max_position_embeddings=64,
+                           sliding_window=window, query_pre_attn_scalar=32, eos_token_id=2,
+                           layer_types=["sliding_attention"] * 3 + ["full_attention"])
+    cfg.architectures = ["Gemma3ForCausalLM"]
+    model = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.3)
+    return model
 
 
 def tiny_gpt2() -> GPT2LMHeadModel:

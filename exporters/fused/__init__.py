@@ -7,11 +7,12 @@ from torch import nn
 
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused.base import DecoderBuilder, FusedDecoder, FusedUnsupported
+from svdq_edge.exporters.fused.gemma import GemmaBuilder
 from svdq_edge.exporters.fused.gpt2 import GPT2Builder
 from svdq_edge.exporters.fused.llama import LlamaBuilder
 
 BUILDERS: dict[str, type[DecoderBuilder]] = {"llama": LlamaBuilder, "mistral": LlamaBuilder, "qwen2": LlamaBuilder,
-                                             "gpt2": GPT2Builder}
+                                             "gpt2": GPT2Builder, "gemma3_text": GemmaBuilder}
 
 __all__ = ["BUILDERS", "FusedDecoder", "FusedUnsupported", "build_fused", "fused_unsupported_reason"]
 

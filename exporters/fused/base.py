@@ -25,7 +25,7 @@ from torch import nn
 
 from svdq_edge.apply import linear_weight
 from svdq_edge.concat import can_concat, concat_rows
-from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.linear import (
@@ -126,31 +126,41 @@ class DecoderBuilder:
         """y [batch, sequence, hidden] = the token rows: Gather (FP32), GatherBlockQuantized (quantized table), or
         GatherBlockQuantized over the LM head's codes when both hold the same table."""
         if isinstance(emb, QuantEmbedding):
+            out, y = y, (y if emb.scale == 1.0 else "/model/embed_tokens/rows")
             shared = _shares_codes(self.model.get_output_embeddings(), emb)
             if shared:
                 self._shared_embedding(emb, y)
             else:
                 self._extend(quant_embedding_fragment(name, emb.packed, "input_ids", y, self.make_tensor))
+            if emb.scale != 1.0:  # Gemma: rows times sqrt(hidden), after the lookup (the shared table is unscaled)
+                scale = self.f.init("/model/embed_tokens/scale", np.array(emb.scale, dtype=np.float32))
+                self.f.node("Mul", [y, scale], [out])
                 self.out.embedding_shapes[name] = (emb.num_embeddings, emb.embedding_dim)
             self.out.layers[name] = {"kind": "embedding", "shape": [emb.num_embeddings, emb.embedding_dim],
                                      "bits": emb.bits, "block_size": emb.block_size, "op": "GatherBlockQuantized",
                                      "shared_with_head": shared}
-            return y
+            return out
         table = self.f.init(f"{name}.weight", _np(emb.weight.float()))
-        self.f.node("Gather", [table, "input_ids"], [y], axis=0)
-        return y
+        scale = embedding_scale(emb)
+        if scale == 1.0:
+            return self.f.node("Gather", [table, "input_ids"], [y], axis=0)[0]
+        (rows,) = self.f.node("Gather", [table, "input_ids"], ["/model/embed_tokens/rows"], axis=0)
+        return self.f.node("Mul", [rows, self.f.init("/model/embed_tokens/scale", np.array(scale, np.float32))],
+                           [y])[0]
 
     def make_gqa(self, i: int, p: str, q_k_v: list[str], seqlens_k: str, total_len: str, rotary: bool,
-                 window: int = -1) -> str:
-        """GroupQueryAttention over layer i's cache; returns its output as [tokens, heads * head_dim]."""
+                 window: int = -1, caches: list[str] | None = None, scale: float | None = None) -> str:
+        """GroupQueryAttention over layer i's cache; returns its output as [tokens, heads * head_dim].
+        `caches`: the cos/sin cache names (default cos_cache, sin_cache); `scale`: default head_dim^-1/2."""
         s = self.s
         out = f"/{p}/GroupQueryAttention/output_0"
-        caches = ["cos_cache", "sin_cache"] if rotary else []
+        caches = (caches or ["cos_cache", "sin_cache"]) if rotary else []
+        scale = float(s.head_dim ** -0.5) if scale is None else scale
         self.f.nodes.append(helper.make_node(
             "GroupQueryAttention",
             [*q_k_v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens_k, total_len, *caches],
             [out, f"present.{i}.key", f"present.{i}.value"], name=f"/{p}/GroupQueryAttention", domain=MS_DOMAIN,
-            num_heads=s.heads, kv_num_heads=s.kv_heads, scale=float(s.head_dim ** -0.5), local_window_size=window,
+            num_heads=s.heads, kv_num_heads=s.kv_heads, scale=scale, local_window_size=window,
             do_rotary=int(rotary), rotary_interleaved=0))
         return self.f.node("Reshape", [out, "/model/constants/attn_2d"], [f"/{p}/GroupQueryAttention/2d"])[0]
 

@@ -1,6 +1,7 @@
 """The fused decoder graphs (exporters/fused/): Llama, tied Llama with a shared quantized head, Qwen2 with q/k/v
-biases, Mistral past its sliding window, GPT-2 (learned positions, Conv1D, LayerNorm). Logits, cache steps and greedy
-tokens against the PyTorch reference."""
+biases, Mistral past its sliding window, GPT-2 (learned positions, Conv1D, LayerNorm), Gemma 3 (scaled and shared
+embeddings, q/k norms, local and global layers past the window). Logits, cache steps and greedy tokens against the
+PyTorch reference."""
 
 import json
 
@@ -18,7 +19,7 @@ from svdq_edge.runtime.decoder import OnnxDecoder
 from svdq_edge.runtime.generate import generate_ids
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import LoadedModel, ModelTask
-from tests.conftest import tiny_gpt2, tiny_llama, tiny_llama_tied, tiny_mistral, tiny_qwen2
+from tests.conftest import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_llama_tied, tiny_mistral, tiny_qwen2
 from tests.exporters.helpers import op_counts
 
 CHANNEL = QuantConfig(method="range", bits=4, block_size=16, keep=0.05, structure="channel", embedding_bits=None)
@@ -35,9 +36,14 @@ CASES = {
     "gpt2": (tiny_gpt2, CHANNEL),
     "gpt2-head8-lowrank": (tiny_gpt2, CHANNEL.replace(structure="lowrank", head_bits=8)),
     "gpt2-fp32": (tiny_gpt2, None),
+    "gemma3": (tiny_gemma3, CHANNEL.replace(embedding_bits=4)),
+    "gemma3-tied-head8": (tiny_gemma3, CHANNEL.replace(head_bits=8)),
+    "gemma3-fp32": (tiny_gemma3, None),
 }
 RMS_NORMS = ("SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization")
 NORMS = {"gpt2": ("SkipLayerNormalization", "LayerNormalization")}  # the others: RMS_NORMS
+# Plain (non-skip) norms per layer beyond the first input norm: Gemma's post-attention/-feedforward and q/k norms.
+EXTRA_NORMS = {"gemma3_text": 4}
 
 
 def _export(name, tmp_path_factory, accuracy_level=0):
@@ -63,7 +69,7 @@ def test_graph_is_fused_with_the_genai_layout(exported):
     layers = model.config.num_hidden_layers
     assert ops["GroupQueryAttention"] == layers
     skip, first = NORMS.get(model.config.model_type, RMS_NORMS)
-    assert ops[skip] == 2 * layers and ops[first] == 1
+    assert ops[skip] == 2 * layers and ops[first] == 1 + EXTRA_NORMS.get(model.config.model_type, 0) * layers
     assert [i.name for i in m.graph.input][:2] == ["input_ids", "attention_mask"]  # no position_ids
     assert "position_ids" not in {i.name for i in m.graph.input}
     assert json.loads((out / "export.json").read_text())["graph"] == "fused"

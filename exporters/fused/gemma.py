@@ -1,0 +1,152 @@
+"""Fused graph of Gemma 3 (text): Llama's pieces plus what Gemma changes.
+
+  - embeddings scaled by sqrt(hidden) after the lookup (base.make_token_embedding);
+  - RMSNorm weights stored as w, applied as (1 + w): the gamma initializers hold 1 + w;
+  - four norms per layer: input, post-attention, pre- and post-feedforward. The residual adds after the two "post"
+    norms fuse with the next norm: h = r + post_attn(a) -> SkipSimplifiedLayerNormalization(r, post_attn(a)) gives
+    pre_ffw(h) and h; likewise r' = h + post_ffw(m) with the next layer's input norm;
+  - per-head RMSNorm of q and k before the rotary embedding (q_norm, k_norm): q/k/v stay one MatMulNBits, split,
+    and each of q, k is normed as [tokens, heads, head_dim];
+  - sliding-window layers (local rotary base, `local_window_size`) alternating with global ones (global rotary
+    base): two cos/sin caches, computed in-graph from the inverse frequencies (ORT folds them at load, so the file
+    holds 2 x head_dim / 2 floats instead of 4 x max_positions x head_dim / 2);
+  - attention scale query_pre_attn_scalar^-1/2, GELU (tanh) gated MLP as FastGelu.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+from torch import nn
+
+from svdq_edge.exporters.fused.base import ROWS_2D, FusedDecoder
+from svdq_edge.exporters.fused.llama import LlamaBuilder
+from svdq_edge.exporters.linear import MS_DOMAIN, _np
+
+LAYER_CACHES = {"sliding_attention": "local", "full_attention": "global"}
+
+
+class GemmaBuilder(LlamaBuilder):
+    """Gemma 3 text causal LMs (model_type gemma3_text) whose linears may be QuantLinear."""
+
+    @classmethod
+    def unsupported_reason(cls, config) -> str | None:
+        if getattr(config, "hidden_activation", None) != "gelu_pytorch_tanh":
+            return f"activation {getattr(config, 'hidden_activation', None)!r} (fused: gelu_pytorch_tanh)"
+        for cap in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if getattr(config, cap, None) is not None:
+                return f"{cap} (no fused form)"
+        if getattr(config, "use_bidirectional_attention", False):
+            return "bidirectional attention"
+        params = getattr(config, "rope_parameters", None) or {}
+        for kind in set(config.layer_types):
+            if kind not in LAYER_CACHES:
+                return f"layer type {kind!r}"
+            if (params.get(kind) or {}).get("rope_type", "default") != "default":
+                return f"rope type {params[kind]['rope_type']!r} on {kind} layers"
+        return None
+
+    def build(self) -> FusedDecoder:
+        seqlens_k, total_len = self.make_attention_mask_reformat()
+        self.make_token_shape()
+        self.make_rotary_caches()
+        base = self.model.model
+        emb = self.make_token_embedding("model.embed_tokens", base.embed_tokens, "/model/embed_tokens/output")
+        (x,) = self.f.node("Reshape", [emb, ROWS_2D], ["/model/embed_tokens/output_2d"])
+        normed = self.make_norm("model.layers.0.input_layernorm", base.layers[0].input_layernorm, x)
+        residual = x
+        for i, layer in enumerate(base.layers):
+            p = f"model.layers.{i}"
+            attn = self.make_attention(i, layer.self_attn, normed, seqlens_k, total_len)
+            attn = self.make_norm(f"{p}.post_attention_layernorm", layer.post_attention_layernorm, attn)
+            normed, residual = self.make_skip_norm(f"{p}.pre_feedforward_layernorm", layer.pre_feedforward_layernorm,
+                                                   residual, attn)
+            mlp = self.make_mlp(f"{p}.mlp", layer.mlp, normed)
+            mlp = self.make_norm(f"{p}.post_feedforward_layernorm", layer.post_feedforward_layernorm, mlp)
+            last = i + 1 == self.s.layers
+            name, norm = ("model.norm", base.norm) if last else (f"model.layers.{i + 1}.input_layernorm",
+                                                                  base.layers[i + 1].input_layernorm)
+            normed, residual = self.make_skip_norm(name, norm, residual, mlp, need_sum=not last)
+        self.make_lm_head(normed)
+        self.out.model = self.make_model()
+        return self.out
+
+    def gamma(self, name: str, norm: nn.Module) -> str:
+        return self.f.init(f"{name}.weight", _np(1.0 + norm.weight.float()))  # Gemma applies (1 + w)
+
+    def make_rotary_caches(self) -> None:
+        """cos_cache_{local,global} / sin_cache_* float32 [max_positions, head_dim / 2] = cos/sin(pos * inv_freq),
+        from the rotary module's per-layer-type inverse frequencies, as constant subgraphs."""
+        rope = self.model.model.rotary_emb
+        f = self.f
+        start = f.init("/model/rotary/start", np.array(0.0, dtype=np.float32))
+        limit = f.init("/model/rotary/limit", np.array(float(self.s.max_positions), dtype=np.float32))
+        delta = f.init("/model/rotary/delta", np.array(1.0, dtype=np.float32))
+        (pos,) = f.node("Range", [start, limit, delta], ["/model/rotary/positions"])
+        (col,) = f.node("Unsqueeze", [pos, f.init("/model/rotary/axis_1", np.array([1], dtype=np.int64))],
+                        ["/model/rotary/positions_col"])
+        for kind, tag in LAYER_CACHES.items():
+            if not hasattr(rope, f"{kind}_inv_freq"):
+                continue
+            inv = f.init(f"/model/rotary/{tag}_inv_freq", _np(getattr(rope, f"{kind}_inv_freq").float()[None]))
+            (freqs,) = f.node("Mul", [col, inv], [f"/model/rotary/{tag}_freqs"])  # [positions, head_dim / 2]
+            scale = float(getattr(rope, f"{kind}_attention_scaling", 1.0))
+            for fn in ("Cos", "Sin"):
+                (c,) = f.node(fn, [freqs], [f"/model/rotary/{tag}_{fn.lower()}"])
+                f.node("Mul", [c, f.init(f"/model/rotary/{tag}_scale_{fn}", np.array(scale, dtype=np.float32))],
+                       [f"{fn.lower()}_cache_{tag}"])
+
+    def make_norm(self, name: str, norm: nn.Module, x: str) -> str:
+        (y,) = self.f.node("SimplifiedLayerNormalization", [x, self.gamma(name, norm)], [f"/{name}/output_0"],
+                           axis=-1, epsilon=self.eps, stash_type=1)
+        return y
+
+    def make_skip_norm(self, name: str, norm: nn.Module, residual: str, x: str,
+                       need_sum: bool = True) -> tuple[str, str]:
+        outs = [f"/{name}/output_0", "", "", f"/{name}/output_3"] if need_sum else [f"/{name}/output_0"]
+        self.f.nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", [residual, x, self.gamma(name, norm)],
+                                             outs, name=f"/{name}/SkipSimplifiedLayerNormalization",
+                                             domain=MS_DOMAIN, epsilon=self.eps))
+        return outs[0], outs[-1]
+
+    def make_head_norm(self, name: str, norm: nn.Module, x: str, heads: int) -> str:
+        """RMSNorm over head_dim of x [tokens, heads * head_dim]; returns [batch, sequence, heads * head_dim]."""
+        shape = self.f.init(f"/{name}/heads_shape", np.array([-1, heads, self.s.head_dim], dtype=np.int64))
+        (h,) = self.f.node("Reshape", [x, shape], [f"/{name}/heads"])
+        return self.to_3d(self.make_norm(name, norm, h))
+
+    def make_attention(self, i: int, attn: nn.Module, x: str, seqlens_k: str, total_len: str) -> str:
+        p = f"model.layers.{i}.self_attn"
+        s = self.s
+        qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+        if self.packable(qkv):
+            (y,) = self.make_linear(f"{p}.qkv_proj", qkv, x)
+            sizes = self.f.init(f"/{p}/qkv_sizes", np.array([s.heads * s.head_dim, s.kv_heads * s.head_dim,
+                                                             s.kv_heads * s.head_dim], dtype=np.int64))
+            q, k, v = f"/{p}/q", f"/{p}/k", f"/{p}/v"
+            self.f.nodes.append(helper.make_node("Split", [y, sizes], [q, k, v], name=f"/{p}/Split", axis=-1))
+        else:
+            q, k, v = (self.make_linear(f"{p}.{n}_proj", [m], x)[0] for n, m in zip("qkv", qkv, strict=True))
+        q = self.make_head_norm(f"{p}.q_norm", attn.q_norm, q, s.heads)
+        k = self.make_head_norm(f"{p}.k_norm", attn.k_norm, k, s.kv_heads)
+        kind = self.model.config.layer_types[i]
+        window = int(self.model.config.sliding_window) if kind == "sliding_attention" else -1
+        out = self.make_gqa(i, p, [q, k, self.to_3d(v)], seqlens_k, total_len, rotary=True, window=window,
+                            caches=[f"cos_cache_{LAYER_CACHES[kind]}", f"sin_cache_{LAYER_CACHES[kind]}"],
+                            scale=float(self.model.config.query_pre_attn_scalar) ** -0.5)
+        return self.make_linear(f"{p}.o_proj", [attn.o_proj], out)[0]
+
+    def make_mlp(self, p: str, mlp: nn.Module, x: str) -> str:
+        pair = [mlp.gate_proj, mlp.up_proj]
+        if self.packable(pair):
+            (gate_up,) = self.make_linear(f"{p}.gate_up_proj", pair, x)
+            gate, up = f"/{p}/gate_proj/output_0", f"/{p}/up_proj/output_0"
+            self.f.nodes.append(helper.make_node("Split", [gate_up], [gate, up], name=f"/{p}/Split", axis=-1,
+                                                 num_outputs=2))
+        else:
+            (gate,) = self.make_linear(f"{p}.gate_proj", [mlp.gate_proj], x)
+            (up,) = self.make_linear(f"{p}.up_proj", [mlp.up_proj], x)
+        (act,) = self.f.node("FastGelu", [gate], [f"/{p}/act/FastGelu"], domain=MS_DOMAIN)  # GELU, tanh form
+        (h,) = self.f.node("Mul", [act, up], [f"/{p}/Mul"])
+        return self.make_linear(f"{p}.down_proj", [mlp.down_proj], h)[0]
+
