@@ -7,6 +7,8 @@ scores the same tokens.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -19,6 +21,15 @@ from svdq_edge.lm import target_nll
 
 def llamacpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+@functools.cache
+def _quiet_log():
+    """A llama.cpp log callback that drops everything: llama.cpp logs its loading steps to stderr whatever
+    `verbose` says. Cached, so it lives as long as the process (llama.cpp calls it while freeing contexts)."""
+    import llama_cpp
+
+    return llama_cpp.llama_log_callback(lambda level, text, user_data: None)
 
 
 class LlamaCppStep:
@@ -37,12 +48,13 @@ class LlamaCppDecoder:
     """A GGUF under llama.cpp on CPU with `threads` threads for both prompt and decode."""
 
     def __init__(self, gguf: str | Path, threads: int = 2, n_ctx: int = 2048):
+        import llama_cpp
         from llama_cpp import Llama
 
+        llama_cpp.llama_log_set(_quiet_log(), ctypes.c_void_p())
         self.path, self.threads, self.n_ctx = Path(gguf), threads, n_ctx
         self.llm = Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
-                         verbose=False)  # timing instance: logits of the last token only
-        self._scorer = None
+                         verbose=False)  # logits of the last token only
 
     def step(self, prompt: np.ndarray, phase: str) -> LlamaCppStep:
         """A timed call: "prefill" evaluates `prompt` from an empty cache; "decode" caches `prompt` once, then each
@@ -54,14 +66,16 @@ class LlamaCppDecoder:
         self.llm.eval(ids)
         return LlamaCppStep(self.llm, len(ids), [ids[-1]])
 
-    def window_scorer(self, max_length: int):
-        """(window ids int64 [L], n_targets) -> summed NLL of the last n_targets tokens, from an empty cache."""
+    @staticmethod
+    def window_scorer(gguf: str | Path, threads: int, max_length: int):
+        """(window ids int64 [L], n_targets) -> summed NLL of the last n_targets tokens, from an empty cache. The
+        scorer holds its own instance keeping every position's logits (n_ctx x vocab floats): drop it when done."""
+        import llama_cpp
         from llama_cpp import Llama
 
-        if self._scorer is None:  # a second instance keeping every position's logits (perplexity needs them)
-            self._scorer = Llama(str(self.path), n_ctx=max_length, n_threads=self.threads,
-                                 n_threads_batch=self.threads, n_batch=512, logits_all=True, verbose=False)
-        llm = self._scorer
+        llama_cpp.llama_log_set(_quiet_log(), ctypes.c_void_p())
+        llm = Llama(str(gguf), n_ctx=max_length, n_threads=threads, n_threads_batch=threads, n_batch=512,
+                    logits_all=True, verbose=False)
 
         def score(ids: Tensor, n_targets: int) -> float:
             llm.reset()

@@ -62,3 +62,22 @@ def test_greedy_tokens_equal_the_fp32_model_on_five_prompts(transcoded):
     for prompt in PROMPTS:
         ids = prompt_ids(fp32.tokenizer, prompt, chat=True)
         assert list(generate_ids(decoder, ids, 32)) == greedy_ids(fp32.model, ids, 32), prompt
+
+
+def test_llamacpp_contender_scores_and_steps_the_same_tokens(transcoded):
+    """bench_decoder's llama.cpp contender (extra `llamacpp`) on the same file: perplexity close to the FP32 model's
+    (its kernels quantize activations), and a timed decode step advances its cache by one token."""
+    from svdq_edge.runtime.llamacpp import LlamaCppDecoder, llamacpp_available
+
+    if not llamacpp_available():
+        pytest.skip("the llamacpp extra is not installed (pip install 'svdq-edge[llamacpp]')")
+    _, fp32 = transcoded
+    ids = read_text_ids(fp32.tokenizer, shared_path("data", "wikitext2", "wiki.test.raw"), 1024)
+    theirs = perplexity(LlamaCppDecoder.window_scorer(gguf_path("smollm2"), 2, 512), ids, 512, 256, progress=False)
+    with torch.no_grad():
+        ref = perplexity(lambda w, n: torch_window_nll(fp32.model, w, n), ids, 512, 256, progress=False)
+    assert abs(theirs.ppl / ref.ppl - 1) < 0.02, (theirs.ppl, ref.ppl)
+    dec = LlamaCppDecoder(gguf_path("smollm2"), threads=2, n_ctx=256)
+    step = dec.step(ids[:100].numpy(), "decode")
+    step.run()
+    assert dec.llm.n_tokens == 101
