@@ -111,12 +111,15 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
     out = prepare_output(out_dir, overwrite)
     start = time.perf_counter()
-    path = _decoder_path(loaded, graph)
+    path = _graph_path(loaded, graph)
+    causal = loaded.task is ModelTask.CAUSAL_LM
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if path == "fused":  # initializers stream into model.onnx.data while the graph is built
+        if path == "fused" and causal:  # initializers stream into model.onnx.data while the graph is built
             with ExternalData(tmp / (ONNX_FILE + ".data")) as external:
                 model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, external)
+        elif path == "fused":  # encoders are small: one self-contained model.onnx
+            model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, None)
         else:
             model, inputs, output, layers, sizes = _traced(loaded, element_form, accuracy_level, opset)
         meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
@@ -127,7 +130,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
             meta["svdq_edge.layers"] = json.dumps(layers)
         onnx.helper.set_model_props(model, meta)
-        if path == "fused":
+        if path == "fused" and causal:
             onnx.save_model(model, str(tmp / ONNX_FILE))  # its tensors are already in model.onnx.data
         else:
             _save(model, tmp / ONNX_FILE, external=sizes.total >= TWO_GB)
@@ -141,7 +144,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
             make_tokenizer_portable(tmp)
-        if path == "fused":
+        if path == "fused" and causal:
             write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
         report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
                   "graph": path, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
@@ -155,13 +158,10 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     return out, sizes, layers
 
 
-def _decoder_path(loaded: LoadedModel, graph: str) -> str:
-    """"fused" or "traced" for this model under the requested `graph`."""
-    if loaded.task is not ModelTask.CAUSAL_LM:
-        if graph == "fused":
-            raise ValueError("--graph fused is for causal LMs; encoders are traced")
-        return "traced"
-    if graph == "traced":
+def _graph_path(loaded: LoadedModel, graph: str) -> str:
+    """"fused" or "traced" for this model under the requested `graph`. Encoders take the fused path only when
+    asked (BERT, `--graph fused`); decoders take it wherever it is covered."""
+    if graph == "traced" or (graph == "auto" and loaded.task is not ModelTask.CAUSAL_LM):
         return "traced"
     reason = fused_unsupported_reason(loaded.model.config)
     if reason is None:
@@ -172,11 +172,11 @@ def _decoder_path(loaded: LoadedModel, graph: str) -> str:
     return "traced"
 
 
-def _fused(loaded: LoadedModel, element_form: str, accuracy_level: int, external: ExternalData):
+def _fused(loaded: LoadedModel, element_form: str, accuracy_level: int, external: ExternalData | None):
     fd = build_fused(loaded.model, accuracy_level, element_form, external)
     sizes = size_report(fd.model, fd.quant_shapes, fd.embedding_shapes)
     inputs = [i.name for i in fd.model.graph.input]
-    return fd.model, inputs, "logits", fd.layers, sizes
+    return fd.model, inputs, fd.model.graph.output[0].name, fd.layers, sizes
 
 
 def _traced(loaded: LoadedModel, element_form: str, accuracy_level: int, opset: int):

@@ -22,10 +22,12 @@ def copy_side_files(src: Path, dst: Path) -> None:
 
 
 def ort_int8_dynamic(fp32_dir: Path, out_dir: Path) -> None:
-    """`quantize_dynamic(weight_type=QInt8)`: INT8 weights, activations quantized at run time."""
+    """`quantize_dynamic(weight_type=QInt8)`: INT8 weights, activations quantized at run time. Tensors after
+    com.microsoft ops (a fused graph) have no inferred type: they are FP32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_dir / "model.onnx"), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32_dir / "model.onnx"), str(out_dir / "model.onnx"), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def _nbits(fp32_dir: Path, out_dir: Path, algo_config) -> None:

@@ -136,8 +136,9 @@ def evaluate(model, data, limit, batch_size):
                    "0 for a transcoded GGUF (its exact weights, computed in FP32), 4 for other causal LMs (decode "
                    "speed), 0 for encoders")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
-              help="causal LMs: fused = onnxruntime-genai graph built directly (Llama, Mistral, Qwen2, GPT-2), "
-                   "traced = torch.onnx trace in Optimum's layout (any architecture); auto = fused where covered")
+              help="fused = graph built directly with ORT's fused ops (decoders: Llama, Mistral, Qwen2, GPT-2, Gemma 3 "
+                   "in onnxruntime-genai's layout; encoders: BERT), traced = torch.onnx trace in Optimum's layout (any "
+                   "architecture); auto = fused for covered decoders, traced for encoders")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
 def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):

@@ -1,5 +1,5 @@
-"""Fused decoder graphs built from the Hugging Face config and our modules, with no trace (onnxruntime-genai's
-layout, shared KV buffer). One builder per family, registered by `model_type`."""
+"""Fused graphs built from the Hugging Face config and our modules, with no trace: decoders in onnxruntime-genai's
+layout (shared KV buffer), BERT encoders in Optimum's I/O. One builder per family, registered by `model_type`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from torch import nn
 
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused.base import DecoderBuilder, FusedDecoder, FusedUnsupported
+from svdq_edge.exporters.fused.bert import BertBuilder
 from svdq_edge.exporters.fused.gemma import GemmaBuilder
 from svdq_edge.exporters.fused.gpt2 import GPT2Builder
 from svdq_edge.exporters.fused.llama import LlamaBuilder
 
 BUILDERS: dict[str, type[DecoderBuilder]] = {"llama": LlamaBuilder, "mistral": LlamaBuilder, "qwen2": LlamaBuilder,
-                                             "gpt2": GPT2Builder, "gemma3_text": GemmaBuilder}
+                                             "gpt2": GPT2Builder, "gemma3_text": GemmaBuilder, "bert": BertBuilder}
 
 __all__ = ["BUILDERS", "FusedDecoder", "FusedUnsupported", "build_fused", "fused_unsupported_reason"]
 
