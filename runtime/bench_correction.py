@@ -43,8 +43,8 @@ def make_cpu_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
 @click.option("--model", default=None, help="model (default: the embedded MiniLM)")
 @click.option("--keep", type=float, default=0.01, show_default=True)
 @click.option("--method", default="range", show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True)
 def main(model, keep, method, threads, runs):
     loaded = load_model(model)
     shapes = {}

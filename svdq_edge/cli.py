@@ -109,8 +109,8 @@ def load_any(model: str | None):
 @main.command(name="eval")
 @click.argument("model", required=False)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
-@click.option("--limit", type=int, default=None, help="first N examples only")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @user_errors
 def evaluate(model, data, limit, batch_size):
     """Accuracy of MODEL (FP32 or a quantized folder) on a GLUE TSV, with n and a 95% CI."""

@@ -19,8 +19,10 @@ def backend_options(fn):
                      help="comma-separated execution providers (cpu, cuda); default: cpu, plus cuda when present"),
         click.option("--fallback", type=click.Choice(["cpu"]), default=None,
                      help="run on this provider when a requested one is missing (never silent: it is reported)"),
-        click.option("--threads", type=int, default=2, show_default=True, help="ONNX Runtime intra-op threads"),
-        click.option("--runs", type=int, default=30, show_default=True, help="timed runs per latency shape"),
+        click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="ONNX Runtime intra-op threads"),
+        click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="timed runs per latency shape"),
         click.option("--shapes", default="1x128,8x128", show_default=True, help="latency shapes, batch x seq"),
         click.option("--accuracy-levels", default="0,4", show_default=True,
                      help="MatMulNBits accuracy_level of our exports, one backend each (0: FP32 compute, "
@@ -93,7 +95,7 @@ def _validate_and_report(loaded, built, data, out, title, providers, threads, sh
 @click.option("--baselines", default="ort-int8,ort-rtn4,ort-rtn4-acc4", show_default=True,
               help="ORT baselines to build")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True)
-@click.option("--limit", type=int, default=None, help="first N examples only")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @user_errors
 def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_levels, baselines, out, limit,
         **q):
@@ -140,8 +142,8 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
               help="our methods exported to ONNX (at the first of --bits-list)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="report folder (default: svdq-edge-out/compare-<task>)")
-@click.option("--limit", type=int, default=None, help="first N examples only")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @user_errors
 def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, providers, fallback, threads, runs,
             shapes, accuracy_levels, backends, onnx_methods, out, limit, batch_size, **q):

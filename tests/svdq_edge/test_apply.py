@@ -30,16 +30,31 @@ def test_task_heads_stay_fp32_and_all_block_linears_are_replaced(tiny_model):
     assert not any("classifier" in n or "lm_head" in n or "pooler" in n for n in q)
 
 
+def _naive_weight(q: QuantLinear) -> torch.Tensor:
+    """W_hat from the buffers element by element: unpacked nibbles (low first), (code - zero) * scale per block,
+    then the kept channels' values written over (they are coded as the zero point, so their codes add 0)."""
+    N, K, bs = q.out_features, q.in_features, q.block_size
+    codes = torch.stack([q.B & 15, q.B >> 4], dim=-1).reshape(N, -1)[:, :K].float()
+    zeros = torch.stack([q.zero_points & 15, q.zero_points >> 4], dim=-1).reshape(N, -1).float()
+    W = torch.empty(N, K)
+    for k in range(K):
+        W[:, k] = (codes[:, k] - zeros[:, k // bs]) * q.scales[:, k // bs]
+    W[:, q.corr_channels.long()] += q.corr_values
+    return W
+
+
 def test_quantlinear_computes_dequant_plus_correction(tiny_model):
     _, model = tiny_model
     fp32 = copy.deepcopy(model)
     quantize_model(model, CFG, progress=False)
     for name, q in quantized_layers(model).items():
         orig = fp32.get_submodule(name)
-        x = torch.randn(3, q.in_features)
-        expected = x @ q.mixed.dequantize().T + (0 if orig.bias is None else orig.bias)
-        assert torch.allclose(q(x), expected, atol=1e-5)
         W = linear_weight(orig).detach()
+        x = torch.randn(3, q.in_features)
+        expected = x @ _naive_weight(q).T + (0 if orig.bias is None else orig.bias)
+        assert torch.allclose(q(x), expected, atol=1e-5)
+        kept = q.corr_channels.long()  # channel structure: the kept input channels are FP32, exactly
+        assert torch.equal(q.effective_weight()[:, kept], W[:, kept].float())
         if isinstance(orig, Conv1D):
             assert W.shape == (orig.nf, orig.weight.shape[0])
         assert (q.effective_weight() - W).norm() / W.norm() < 0.2

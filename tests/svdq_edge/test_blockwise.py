@@ -84,7 +84,7 @@ def test_fully_excluded_block_is_all_zero_with_finite_scale():
 
 
 def test_clip_search_never_increases_block_error():
-    W = torch.randn(64, 256) ** 3  # heavy tails: clipping should help
+    W = torch.randn(64, 256, generator=torch.Generator().manual_seed(0)) ** 3  # heavy tails: clipping should help
     for bits in BITS:
         e0 = (dequantize_blockwise(quantize_blockwise(W, bits, 64)) - W).pow(2).sum()
         e1 = (dequantize_blockwise(quantize_blockwise(W, bits, 64, clip=True)) - W).pow(2).sum()

@@ -133,3 +133,13 @@ def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
     r = run("compare", model, "--data", dev, "--methods", "rtn,gptq", "--calib-data", dev, "--limit", 8,
             "--backends", "none", "--out", tmp_path / "c")
     one_line_error(r, "calibration and evaluation data must differ")
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--runs", "0"], ["run", "--limit", "-5"], ["run", "--threads", "0"], ["compare", "--runs", "0"],
+    ["compare", "--limit", "0"], ["compare", "--batch-size", "0"], ["eval", "--data", "x.tsv", "--limit", "-5"],
+    ["generate", "m", "hi", "--threads", "0"],
+])
+def test_counts_below_one_are_refused_before_any_work(args):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "x>=1" in res.output
