@@ -132,10 +132,10 @@ class DecoderBuilder:
                 self._shared_embedding(emb, y)
             else:
                 self._extend(quant_embedding_fragment(name, emb.packed, "input_ids", y, self.make_tensor))
+                self.out.embedding_shapes[name] = (emb.num_embeddings, emb.embedding_dim)
             if emb.scale != 1.0:  # Gemma: rows times sqrt(hidden), after the lookup (the shared table is unscaled)
                 scale = self.f.init("/model/embed_tokens/scale", np.array(emb.scale, dtype=np.float32))
                 self.f.node("Mul", [y, scale], [out])
-                self.out.embedding_shapes[name] = (emb.num_embeddings, emb.embedding_dim)
             self.out.layers[name] = {"kind": "embedding", "shape": [emb.num_embeddings, emb.embedding_dim],
                                      "bits": emb.bits, "block_size": emb.block_size, "op": "GatherBlockQuantized",
                                      "shared_with_head": shared}
