@@ -13,7 +13,7 @@ from svdq_edge.data import DataError
 from svdq_edge.outputs import OutputExistsError
 from svdq_edge.sources import ModelSourceError
 
-DEFAULTS = QuantConfig()
+DEFAULTS = QuantConfig.defaults()
 USER_ERRORS = (ConfigError, ModelSourceError, DataError, OutputExistsError, ValueError, FileNotFoundError,
                RuntimeError)
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import Enum
+from types import SimpleNamespace
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 HEAD_BITS = (4, 8)  # MatMulNBits widths with a fast CPU path that GatherBlockQuantized also reads
@@ -119,6 +120,12 @@ class QuantConfig:
             object.__setattr__(self, "rank", int(self.rank))
         if isinstance(self.rank, int) and self.rank < 1:
             raise ConfigError(f"rank must be >= 1, got {self.rank}")
+
+    @classmethod
+    def defaults(cls) -> SimpleNamespace:
+        """The fields' default values, unvalidated: validating a config imports every saliency method (and torch),
+        which a command line's option declarations must not wait for."""
+        return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(cls)})
 
     def for_layer(self, name: str) -> QuantConfig:
         """The config of layer `name`: `keep` drops to 0 outside `correct` (when `correct` names any)."""

