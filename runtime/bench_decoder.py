@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.config import QuantConfig
+from svdq_edge.logs import configure
 from svdq_edge.table import markdown_table
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def main(ctx, model, data, variants, ppl_tokens, max_length, stride, runs, threa
          gguf_contenders, out):
     if ctx.invoked_subcommand is not None:
         return
-    logging.basicConfig(level=logging.WARNING)  # ORT's quantizer logs a line per MatMul at INFO
+    configure()  # ORT's quantizer logs a line per MatMul at INFO: WARNING only
     if data is None:
         raise click.UsageError("--data is required (e.g. ../shared/data/wikitext2/wiki.test.raw)")
     raw = default_variants() if variants is None else json.loads(variants)

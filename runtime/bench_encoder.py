@@ -13,12 +13,12 @@ batch 1 and 8 x 128 tokens.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
 from svdq_edge.config import QuantConfig
+from svdq_edge.logs import configure
 from svdq_edge.table import markdown_table
 
 
@@ -57,7 +57,7 @@ def build(model: str | None, config: QuantConfig, out: Path, accuracy_level: int
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-encoder"),
               show_default=True)
 def main(model, data, config_json, accuracy_level, runs, threads, out):
-    logging.basicConfig(level=logging.WARNING)
+    configure()
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import shipped_sentences
     from svdq_edge.runtime.validate import validate

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.logs import configure
 from svdq_edge.memory import bound_heap
 
 
@@ -17,8 +17,7 @@ from svdq_edge.memory import bound_heap
 @click.version_option(package_name="svdq-edge")
 def main(verbose: int) -> None:
     """Data-free SVD mixed-precision quantization, exported to ONNX Runtime."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure(verbose)
     bound_heap()
 
 
@@ -183,3 +182,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":
+    main()

@@ -103,8 +103,11 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import build_backends, shipped_sentences
-    from svdq_edge.sources import load_model
+    from svdq_edge.sources import ModelTask, detect_task, gguf_path, load_config, load_model, resolve_source
 
+    if gguf_path(model) is not None or detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM:
+        raise click.UsageError("run validates encoders; for a causal LM use `svdq-edge compare MODEL --data "
+                               "wiki.test.raw` (perplexity, latency) or `python -m svdq_edge.runtime.bench_decoder`")
     config = make_config(method, **q)
     levels = _parse_levels(accuracy_levels)
     shape_list = _parse_shapes(shapes)

