@@ -37,6 +37,7 @@ from svdq_edge.decompose import (
 from svdq_edge.packing import PackedWeight, QuantFormat, split_halves, unpack_zero_points
 
 MS_DOMAIN = "com.microsoft"
+KERNEL_OPS = {"matmulnbits": "MatMulNBits", "int8": "DynamicQuantizeMatMul"}  # QuantLinear.kernel -> the op
 ELEMENT_FORMS = ("auto", "ell", "compact")
 # Cost model for "auto": one ELL slot (a gather, multiply and reduce of one float per row of x) costs about this many
 # multiply-adds of a dense GEMM on the same row: ~7 ns per slot against ~0.02 ns per GEMM MAC on 2 threads, measured
@@ -171,18 +172,24 @@ def has_default_zero_points(p: PackedWeight) -> bool:
 def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element_form: str = "auto",
                           accuracy_level: int | AccuracyLevels = 0, bias: np.ndarray | None = None,
                           accumulate: Accumulate = Accumulate.GEMM,
-                          make_tensor: Callable[[str, np.ndarray], TensorProto] | None = None) -> OnnxFragment:
+                          make_tensor: Callable[[str, np.ndarray], TensorProto] | None = None,
+                          kernel: str = "matmulnbits") -> OnnxFragment:
     """Nodes computing y = x @ (dequant(Q) + S)^T (+ bias) for the layer called `name`.
 
     `bias` float32 [N], when given, is MatMulNBits' own bias input (no separate Add); traced graphs keep theirs.
     `accuracy_level`: one level, or levels by container width (AccuracyLevels).
     `make_tensor` builds the initializers (see OnnxFragment).
+    `kernel` "int8": DynamicQuantizeMatMul on per-output-channel int8 codes (see `_int8_matmul`).
     """
     if element_form not in ELEMENT_FORMS:
         raise ValueError(f"element_form must be one of {ELEMENT_FORMS}, got {element_form!r}")
+    if kernel not in KERNEL_OPS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNEL_OPS)}, got {kernel!r}")
     p = mixed.packed
     f = OnnxFragment(make_tensor=make_tensor)
     w = f"{name}.weight"
+    if kernel == "int8":
+        return _int8_matmul(f, w, mixed, x, y, bias, accumulate)
     level = AccuracyLevels.of(accuracy_level).for_bits(p.fmt.value)
     x_in = x
     if runs_split(p, accuracy_level):  # exact 8-bit codes on the 4-bit FP32 path: [x, x] @ [W_hi | W_lo]^T
@@ -225,6 +232,39 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
     (corr,) = f.node("ReduceSum", [prod, axes], [f"{w}_corr_out"], keepdims=0)
     f.node("Add", [base, corr], [y])
     return f
+
+
+def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bias: np.ndarray | None,
+                 accumulate: Accumulate) -> OnnxFragment:
+    """y = DynamicQuantizeMatMul(x * mask, B int8 [K, N], scale [N]) (+ bias) + correction(x).
+
+    DynamicQuantizeMatMul quantizes its input to uint8 with one scale per tensor at run time; the kept input channels
+    (their codes are the zero point, so B is 0 there) are zeroed in that input by `mask`, so an outlier channel no
+    longer sets the step for the others, and they come back exactly in FP32 through the channel correction."""
+    p, c = mixed.packed, mixed.correction
+    if p.n_blocks != 1 or p.bits != 8 or not has_default_zero_points(p):
+        raise ValueError(f"{w}: the int8 kernel takes symmetric 8-bit codes with one block per row")
+    if c is not None and not isinstance(c, ChannelCorrection):
+        raise ValueError(f"{w}: the int8 kernel takes a channel correction, got {type(c).__name__}")
+    B = (p.B.reshape(p.N, -1)[:, : p.K].to(torch.int16) - 128).to(torch.int8)  # [N, K]
+    inputs = [x]
+    if c is not None:
+        mask = np.ones(p.K, dtype=np.float32)
+        mask[_np(c.channels)] = 0.0
+        inputs = f.node("Mul", [x, f.init(f"{w}_int8_mask", mask)], [f"{w}_int8_x"])
+    inputs += [f.init(f"{w}_int8", _np(B.T.contiguous())), f.init(f"{w}_scales", _np(p.scales).reshape(-1)), ""]
+    if bias is not None:
+        inputs.append(f.init(f"{name_of(w)}.bias", np.asarray(bias, dtype=np.float32)))
+    base = y if c is None else f"{w}_int8_out"
+    f.node("DynamicQuantizeMatMul", inputs, [base], domain=MS_DOMAIN)
+    if c is not None:
+        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N, accumulate)
+    return f
+
+
+def name_of(w: str) -> str:
+    """The layer name of a `<layer>.weight` prefix."""
+    return w[: -len(".weight")]
 
 
 def _flatten(f: OnnxFragment, w: str, x: str, K: int) -> str:

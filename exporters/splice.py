@@ -61,7 +61,7 @@ def splice_quantized(model: onnx.ModelProto, quant: dict[str, QuantLinear | Quan
             if name in found or not isinstance(quant.get(name), QuantLinear):
                 raise SpliceError(f"placeholder for {name!r} is unknown or appears twice in the traced graph")
             frag = quant_linear_fragment(name, quant[name].mixed, node.input[0], node.output[0], element_form,
-                                         accuracy_level)
+                                         accuracy_level, kernel=quant[name].kernel)
             new_nodes.extend(frag.nodes)
             graph.initializer.extend(frag.initializers)
             found[name] = "MatMul"

@@ -155,7 +155,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
         mixed = decompose(W, config.for_layer(name), ctx)
         report.layers.append(layer_report(name, W, mixed))
-        set_module(model, name, QuantLinear(mixed, module.bias))
+        set_module(model, name, QuantLinear(mixed, module.bias, config.kernel.value))
         del module, W, mixed
     shared = False
     if config.head_bits is not None:

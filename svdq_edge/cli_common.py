@@ -64,6 +64,10 @@ def quant_options(fn):
                      help="calibration rows (TSV) or token windows (text), drawn with --seed"),
         click.option("--calib-seq-len", type=int, default=DEFAULTS.calib_seq_len, show_default=True,
                      help="maximum tokens per calibration sample"),
+        click.option("--kernel", type=click.Choice(["matmulnbits", "int8"]), default="matmulnbits", show_default=True,
+                     help="ONNX Runtime kernel of the quantized linears: block-wise MatMulNBits, or int8 "
+                          "DynamicQuantizeMatMul (with --bits 8 --method outlier: the outlier input channels stay "
+                          "FP32, out of the int8 input)"),
         click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="JSON recipe (see models/): its config replaces the defaults; options given on the "
                           "command line still win"),
@@ -75,7 +79,8 @@ def quant_options(fn):
 
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip, correct="",
                 embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
-                calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None) -> QuantConfig:
+                calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None,
+                kernel: str = "matmulnbits") -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
     if rank is not None and float(rank).is_integer():
         rank = int(rank)
@@ -86,7 +91,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
              "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits),
              "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
-             "calib_seq_len": calib_seq_len}
+             "calib_seq_len": calib_seq_len, "kernel": kernel}
     if recipe is None:
         return _require_calibration(QuantConfig(**given))
     base = read_recipe(recipe)["config"]

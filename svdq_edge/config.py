@@ -27,6 +27,13 @@ class Structure(str, Enum):
         return [s for s in cls if s is not cls.BLOCK_OFFSET]
 
 
+class Kernel(str, Enum):
+    """The ONNX Runtime kernel a quantized linear runs on."""
+
+    NBITS = "matmulnbits"  # block-wise 2/3/4/8-bit codes, MatMulNBits (the default)
+    INT8 = "int8"  # per-output-channel symmetric int8 weights, DynamicQuantizeMatMul (int8 x int8 at run time)
+
+
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field."""
 
@@ -61,6 +68,10 @@ class QuantConfig:
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
                  never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
     calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
+    kernel:      matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-channel symmetric int8 weights run by
+                 DynamicQuantizeMatMul, which quantizes the input per tensor at run time; the kept input channels are
+                 zeroed in that input and added in FP32 (channel structure with `method=outlier` takes the outlier
+                 activation channels out of the int8 path). `block_size` does not apply.
     """
 
     bits: int = 4
@@ -79,10 +90,19 @@ class QuantConfig:
     calib_data: str | None = None
     calib_samples: int = 128
     calib_seq_len: int = 128
+    kernel: Kernel = Kernel.NBITS
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
         object.__setattr__(self, "structure", _coerce_structure(self.structure))
+        try:
+            object.__setattr__(self, "kernel", Kernel(self.kernel))
+        except ValueError:
+            raise ConfigError(f"kernel must be one of {', '.join(k.value for k in Kernel)}, got {self.kernel!r}") \
+                from None
+        if self.kernel is Kernel.INT8 and (self.bits != 8 or self.structure is not Structure.CHANNEL):
+            raise ConfigError("kernel int8 takes bits 8 and the channel structure (its kept input channels are "
+                              "masked out of the int8 product)")
         object.__setattr__(self, "skip", tuple(self.skip))
         object.__setattr__(self, "correct", tuple(self.correct))
         if not all(isinstance(c, str) and c for c in self.correct):
@@ -144,6 +164,7 @@ class QuantConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["structure"] = self.structure.value
+        d["kernel"] = self.kernel.value
         d["skip"] = list(self.skip)
         d["correct"] = list(self.correct)
         return d

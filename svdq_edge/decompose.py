@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
-from svdq_edge.config import QuantConfig, Structure
+from svdq_edge.config import Kernel, QuantConfig, Structure
 from svdq_edge.gptq import gptq_quantize
 from svdq_edge.packing import PackedWeight, pack, unpack
 from svdq_edge.saliency import ScoreContext, get
@@ -157,8 +157,10 @@ def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -
     if not torch.isfinite(W).all():
         raise ValueError("weight contains NaN or Inf")
     N, K = W.shape
-    ctx = replace(ctx or ScoreContext(), rank=config.rank, seed=config.seed, block_size=config.block_size,
-                  symmetric=config.symmetric, bits=config.bits)
+    int8 = config.kernel is Kernel.INT8  # one symmetric block per output row: DynamicQuantizeMatMul's column scale
+    block_size, symmetric = (K, True) if int8 else (config.block_size, config.symmetric)
+    ctx = replace(ctx or ScoreContext(), rank=config.rank, seed=config.seed, block_size=block_size,
+                  symmetric=symmetric, bits=config.bits)
     method = get(config.method)
     quantize = _quantizer(config, ctx, method.error_feedback)
     keep = config.keep if method.keeps else 0.0
@@ -196,7 +198,7 @@ def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -
 
 def _quantizer(config: QuantConfig, ctx: ScoreContext, error_feedback: bool):
     """(W, exclude) -> (BlockQuant, W_src): round-to-nearest, or GPTQ error feedback under ctx.hessian."""
-    quant = dict(bits=config.bits, block_size=config.block_size, symmetric=config.symmetric, clip=config.clip)
+    quant = dict(bits=config.bits, block_size=ctx.block_size, symmetric=ctx.symmetric, clip=config.clip)
     if not error_feedback:
         return lambda W, exclude: (quantize_blockwise(W, exclude=exclude, **quant), W)
     if ctx.hessian is None:

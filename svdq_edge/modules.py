@@ -38,8 +38,10 @@ class QuantLinear(nn.Module):
     on first use, and not saved: the state dict holds only the packed form.
     """
 
-    def __init__(self, mixed: MixedWeight, bias: Tensor | None):
+    def __init__(self, mixed: MixedWeight, bias: Tensor | None, kernel: str = "matmulnbits"):
+        """`kernel`: "matmulnbits" or "int8" (config.Kernel): which ONNX Runtime op the exporter emits."""
         super().__init__()
+        self.kernel = kernel
         p = mixed.packed
         self.in_features, self.out_features = p.K, p.N
         self.bits, self.block_size = p.bits, p.block_size
@@ -64,7 +66,8 @@ class QuantLinear(nn.Module):
     def layer_meta(self) -> dict:
         """What, beside the buffers, rebuilds this layer (saved in the quantized folder's JSON)."""
         return {"in_features": self.in_features, "out_features": self.out_features, "bits": self.bits,
-                "block_size": self.block_size, "structure": self.structure, "bias": self.bias is not None}
+                "block_size": self.block_size, "structure": self.structure, "bias": self.bias is not None,
+                "kernel": self.kernel}
 
     @classmethod
     def from_tensors(cls, meta: dict, tensors: dict[str, Tensor]) -> QuantLinear:
@@ -75,7 +78,8 @@ class QuantLinear(nn.Module):
         if meta["structure"] is not None:
             c = CORRECTION_TYPES[meta["structure"]]
             corr = c(**{f: tensors[f"corr_{f}"] for f in c.__dataclass_fields__})
-        return cls(MixedWeight(packed, corr), tensors["bias"] if meta["bias"] else None)
+        return cls(MixedWeight(packed, corr), tensors["bias"] if meta["bias"] else None,
+                   meta.get("kernel", "matmulnbits"))
 
     def effective_weight(self) -> Tensor:
         if self._W_eff is None or self._W_eff.device != self.B.device:
@@ -88,4 +92,4 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, block={self.block_size}, "
-                f"correction={self.structure}")
+                f"correction={self.structure}, kernel={self.kernel}")

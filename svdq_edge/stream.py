@@ -100,7 +100,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         mixed = decompose(W, config.for_layer(name), ScoreContext())
         report.layers.append(layer_report(name, W, mixed))
         bias = weights.read(f"{name}.bias") if module.bias is not None else None
-        set_module(model, name, QuantLinear(mixed, bias))
+        set_module(model, name, QuantLinear(mixed, bias, config.kernel.value))
         del W, mixed
     shared = _quantize_head(model, weights, config, report)
     if config.embedding_bits is not None and not shared:

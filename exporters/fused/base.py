@@ -29,6 +29,7 @@ from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.linear import (
+    KERNEL_OPS,
     MS_DOMAIN,
     Accumulate,
     OnnxFragment,
@@ -188,13 +189,13 @@ class DecoderBuilder:
         if all(isinstance(m, QuantLinear) for m in modules):
             mixed = concat_rows([m.mixed for m in modules]) if len(modules) > 1 else modules[0].mixed
             self._extend(quant_linear_fragment(name, mixed, x, y, self.element_form, self.accuracy_level, bias,
-                                               Accumulate.GEMM_2D, self.make_tensor))
+                                               Accumulate.GEMM_2D, self.make_tensor, modules[0].kernel))
             p = mixed.packed
             self.out.quant_shapes[name] = (p.N, p.K)
             self.out.layers[name] = {"kind": "linear", "shape": [p.N, p.K], "bits": p.bits,
                                      "block_size": p.block_size, "structure": modules[0].structure,
                                      "bits_per_weight": round(mixed.bits_per_weight(), 4),
-                                     "op": "MatMulNBits", "modules": len(modules)}
+                                     "op": KERNEL_OPS[modules[0].kernel], "modules": len(modules)}
             return [y]
         W = torch.cat([linear_weight(m).detach().float() for m in modules])  # [N, K] (Conv1D stores [K, N])
         w = self.f.init(f"{name}.weight_T", _np(W.T.contiguous()))
@@ -207,7 +208,7 @@ class DecoderBuilder:
 
     def packable(self, modules: list[nn.Module]) -> bool:
         if all(isinstance(m, QuantLinear) for m in modules):
-            return can_concat([m.mixed for m in modules])
+            return len({m.kernel for m in modules}) == 1 and can_concat([m.mixed for m in modules])
         return all(type(m) is nn.Linear for m in modules)
 
     def _shared_embedding(self, emb: QuantEmbedding, y: str) -> None:

@@ -3,6 +3,7 @@
 from svdq_edge.saliency import (  # noqa: F401  (registration side effect)
     awq,
     magnitude,
+    outlier,
     proxy,
     random_scores,
     range_gain,

@@ -1,0 +1,72 @@
+"""The int8 kernel (DynamicQuantizeMatMul with the outlier input channels masked out and added back in FP32)
+against a PyTorch reference of the same dynamic quantization, alone and in a fused BERT graph."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from svdq_edge.apply import quantize_model
+from svdq_edge.config import ConfigError, QuantConfig
+from svdq_edge.decompose import decompose
+from svdq_edge.exporters.export import export_onnx
+from svdq_edge.exporters.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.int8 import dynamic_quant_matmul
+from svdq_edge.runtime.session import make_session
+from svdq_edge.saliency import ScoreContext
+from svdq_edge.sources import LoadedModel, ModelTask
+from tests.conftest import tiny_bert
+from tests.exporters.helpers import op_counts
+
+INT8 = QuantConfig(bits=8, kernel="int8", method="outlier", keep=0.05, embedding_bits=None)
+
+
+def _layer(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(48, 96, generator=g)
+    x = torch.randn(2, 5, 96, generator=g)
+    x[..., 7] *= 60.0  # one outlier input channel
+    s = x.abs().mean(dim=(0, 1))
+    return W, x, decompose(W, INT8, ScoreContext(input_scale=s))
+
+
+def test_fragment_matches_the_pytorch_dynamic_quantization():
+    W, x, mixed = _layer()
+    assert 7 in mixed.correction.channels.tolist()  # `outlier` keeps the loud channel
+    frag = quant_linear_fragment("l", mixed, "x", "y", kernel="int8")
+    assert [n.op_type for n in frag.nodes][:2] == ["Mul", "DynamicQuantizeMatMul"]
+    sess = ort.InferenceSession(single_layer_model(frag, 96, 48).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": x.numpy()})[0]
+    p, c = mixed.packed, mixed.correction
+    B = p.B.reshape(p.N, -1).to(torch.int16) - 128
+    masked = x.clone()
+    masked[..., c.channels] = 0
+    want = dynamic_quant_matmul(masked, B, p.scales.reshape(-1)) + x[..., c.channels] @ c.values.T
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5 * np.abs(want.numpy()).max())
+    # Masking the outlier is what buys the fidelity: the unmasked int8 product is far worse.
+    exact = x @ W.T
+    plain = dynamic_quant_matmul(x, B, p.scales.reshape(-1)) + x[..., c.channels] @ c.values.T
+    assert (want - exact).norm() < 0.5 * (plain - exact).norm()
+
+
+def test_int8_config_is_checked():
+    for bad in (dict(bits=4), dict(structure="lowrank"), dict(kernel="int4")):
+        with pytest.raises(ConfigError):
+            INT8.replace(**bad)
+
+
+@pytest.mark.parametrize("graph", ["traced", "fused"])
+def test_int8_bert_export_matches_its_reference(tmp_path, graph):
+    model = tiny_bert()
+    quantize_model(model, INT8, progress=False)
+    out, _, layers = export_onnx(LoadedModel(model, None, ModelTask.SEQUENCE_CLASSIFICATION, "b"), tmp_path / graph,
+                                 INT8.to_dict(), graph=graph)
+    ops = op_counts(out / "model.onnx")
+    assert ops["MatMulNBits"] == 0 and ops["DynamicQuantizeMatMul"] > 0
+    ids = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
+    feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    with torch.no_grad():
+        ref = model(**feed).logits.numpy()  # weights exact, activations in FP32
+    got = make_session(out, "cpu", 2).run(None, {k: v.numpy() for k, v in feed.items()})[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()  # only the run-time int8 input rounding differs
