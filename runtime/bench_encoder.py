@@ -22,7 +22,7 @@ from svdq_edge.logs import configure
 from svdq_edge.table import markdown_table
 
 
-def build(model: str | None, config: QuantConfig, out: Path, accuracy_level: int) -> tuple:
+def build(model: str | None, configs: dict[str, QuantConfig], out: Path, accuracy_level: int) -> tuple:
     """(the FP32 model, the six backends built under `out`, traced FP32 first: the reference)."""
     import copy
 
@@ -33,16 +33,20 @@ def build(model: str | None, config: QuantConfig, out: Path, accuracy_level: int
     from svdq_edge.sources import LoadedModel, load_model
 
     loaded = load_model(model)
-    q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
-    quantize_model(q.model, config, progress=False)
+    quantized = {}
+    for label, config in configs.items():
+        quantized[label] = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
+        quantize_model(quantized[label].model, config, progress=False)
     backends = []
     for graph in ("traced", "fused"):
         fp32, _, _ = export_onnx(loaded, out / f"fp32-{graph}", overwrite=True, graph=graph)
         backends.append(Backend(f"fp32-{graph}", fp32))
         backends.append(Backend(f"ort-int8-{graph}", build_baseline("ort-int8", fp32, out / f"ort-int8-{graph}")))
-        ours, _, _ = export_onnx(q, out / f"ours-{graph}", config.to_dict(), accuracy_level=accuracy_level,
-                                 overwrite=True, graph=graph)
-        backends.append(Backend(f"ours-{graph}", ours))
+        for label, q in quantized.items():
+            name = f"{label}-{graph}"
+            ours, _, _ = export_onnx(q, out / name, configs[label].to_dict(), accuracy_level=accuracy_level,
+                                     overwrite=True, graph=graph)
+            backends.append(Backend(name, ours))
     return loaded, backends
 
 
@@ -50,7 +54,8 @@ def build(model: str | None, config: QuantConfig, out: Path, accuracy_level: int
 @click.option("--model", default=None, help="BERT-family folder or hub id (default: the embedded MiniLM)")
 @click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="GLUE dev TSV for a classifier (a feature extractor uses the shipped sentences)")
-@click.option("--config", "config_json", default=None, help="our QuantConfig as JSON (default: the defaults)")
+@click.option("--config", "config_json", default=None,
+              help="our QuantConfig as JSON, or {label: QuantConfig} for several (default: the defaults, as ours)")
 @click.option("--accuracy-level", type=click.IntRange(0, 4), default=4, show_default=True)
 @click.option("--runs", type=click.IntRange(min=5), default=200, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
@@ -63,8 +68,11 @@ def main(model, data, config_json, accuracy_level, runs, threads, out):
     from svdq_edge.runtime.validate import validate
     from svdq_edge.sources import ModelTask
 
-    config = QuantConfig() if config_json is None else QuantConfig.from_dict(json.loads(config_json))
-    loaded, backends = build(model, config, out, accuracy_level)
+    raw = {"ours": {}} if config_json is None else json.loads(config_json)
+    if not all(isinstance(v, dict) for v in raw.values()):
+        raw = {"ours": raw}
+    configs = {label: QuantConfig.from_dict(d) for label, d in raw.items()}
+    loaded, backends = build(model, configs, out, accuracy_level)
     feature = loaded.task is ModelTask.FEATURE_EXTRACTION
     if not feature and data is None:
         raise click.UsageError("a classifier needs --data (a GLUE dev TSV)")
@@ -81,9 +89,11 @@ def main(model, data, config_json, accuracy_level, runs, threads, out):
                      *(f"{lat[b]:.2f} ({lat[b] / fp32_ms[b]:.2f}x)" for b in sorted(lat))])
     cols = ["backend", "MB", "mean cosine" if feature else "agree / KL", "b1x128 ms (vs fp32-traced)",
             "b8x128 ms (vs fp32-traced)"]
-    click.echo(f"{loaded.source}: n = {len(ds)}; ours = {config.method} W{config.bits} b{config.block_size} keep "
-               f"{config.keep:g} {config.structure.value}, embedding {config.embedding_bits}, accuracy_level "
-               f"{accuracy_level}; ONNX Runtime CPU, {threads} threads, {runs} interleaved runs")
+    ours = "; ".join(f"{k} = {c.method} W{c.bits} {c.kernel.value} keep {c.keep:g} {c.structure.value}"
+                     f"{' on ' + ','.join(c.correct) if c.correct else ''}, embedding {c.embedding_bits}"
+                     for k, c in configs.items())
+    click.echo(f"{loaded.source}: n = {len(ds)}; {ours}; accuracy_level {accuracy_level}; ONNX Runtime CPU, "
+               f"{threads} threads, {runs} interleaved runs")
     click.echo(markdown_table(cols, rows))
     (out / "bench.json").write_text(json.dumps([r.to_dict() for r in results], indent=2, default=str))
 
