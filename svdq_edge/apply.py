@@ -17,8 +17,10 @@ from svdq_edge.data import DataError
 from svdq_edge.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
 from svdq_edge.head import install_head, output_head, require_head
+from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
+from svdq_edge.sensitivity import group_sensitivity, random_tokens
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     if method.needs_calibration and stats is None:
         raise ValueError(f"method {config.method!r} needs calibration data (--calib-data: a GLUE train TSV or a "
                          "text file)")
+    assign = config.bits_budget is not None and not config.layer_bits
     if method.uses_input_scale and stats is None:
         stats = synthetic_input_scales(model, [n for n, _ in targets], seed=config.seed)
     report = QuantReport(config)
@@ -147,15 +150,19 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         stats, report.folds = fold_awq_scales(model, stats, config, {n for n, _ in targets}, progress)
     names = [n for n, _ in targets]
     del targets  # hold no reference to the FP32 linears: each one is freed as soon as it is replaced (peak memory)
+    chosen: dict[str, MixedWeight] = {}
+    if assign:
+        config, chosen = assign_layer_bits(model, names, config, stats, progress)
+        report.config = config
     for name in tqdm(names, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
         module = model.get_submodule(name)
         W = linear_weight(module).detach().float()
         _check_finite(name, W)
         st = None if stats is None else stats.get(name)
         ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
-        mixed = decompose(W, config.for_layer(name), ctx)
+        mixed = chosen.pop(name, None) or decompose(W, config.for_layer(name), ctx)
         report.layers.append(layer_report(name, W, mixed))
-        set_module(model, name, QuantLinear(mixed, module.bias, config.kernel.value))
+        set_module(model, name, QuantLinear(mixed, module.bias, config.for_layer(name).kernel.value))
         del module, W, mixed
     shared = False
     if config.head_bits is not None:
@@ -173,6 +180,29 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
                                          relative_error(E, q.table()), 0.0, None))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, stats: dict[str, LayerStats] | None,
+                      progress: bool = True) -> tuple[QuantConfig, dict[str, MixedWeight]]:
+    """`config` with `layer_bits` chosen under its `bits_budget` (svdq_edge.mixed_bits, svdq_edge.sensitivity), and
+    each layer's result at its chosen width (so nothing is quantized twice at the same width)."""
+    results: dict[str, dict[int, MixedWeight]] = {}
+    cost: dict[str, dict[int, float]] = {}
+    n_weights = 0
+    for name in tqdm(names, desc=f"quantize W{config.bits} and W8", disable=not progress):
+        W = linear_weight(model.get_submodule(name)).detach().float()
+        _check_finite(name, W)
+        st = None if stats is None else stats.get(name)
+        ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
+        n_weights += W.numel()
+        results[name] = {b: decompose(W, config.replace(layer_bits={name: b}).for_layer(name), ctx)
+                         for b in (config.bits, 8)}
+        cost[name] = {b: m.bits_per_weight() * W.numel() for b, m in results[name].items()}
+    low = {n: r[config.bits] for n, r in results.items()}
+    groups = packed_groups(names)
+    sensitivity = group_sensitivity(model, groups, low, random_tokens(model, seed=config.seed), progress)
+    assignment = assign_bits(cost, sensitivity, n_weights, config.bits_budget, config.bits)
+    return config.replace(layer_bits=assignment), {n: results[n][b] for n, b in assignment.items()}
 
 
 def _check_finite(name: str, W: Tensor) -> None:

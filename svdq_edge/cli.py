@@ -87,11 +87,17 @@ def inspect(folder):
     from svdq_edge.table import markdown_table
 
     meta = read_quant_meta(folder)
-    rep = meta["report"]
-    rows = [[r["name"], f"{r['shape'][0]}x{r['shape'][1]}", r["structure"] or "-", f"{100 * r['kept']:.2f}",
-             f"{r['bits_per_weight']:.2f}", f"{r['rel_error']:.4f}"] for r in rep["layers"]]
-    click.echo(json.dumps(meta["config"], sort_keys=True))
-    click.echo(markdown_table(["layer", "out x in", "correction", "kept %", "bits/w", "rel err"], rows))
+    rep, config = meta["report"], meta["config"]
+    widths = config.get("layer_bits") or {}  # per-layer widths of a mixed-precision model
+    rows = [[r["name"], f"{r['shape'][0]}x{r['shape'][1]}", str(widths.get(r["name"], config.get("bits", "-"))),
+             r["structure"] or "-", f"{100 * r['kept']:.2f}", f"{r['bits_per_weight']:.2f}", f"{r['rel_error']:.4f}"]
+            for r in rep["layers"]]
+    click.echo(json.dumps({k: v for k, v in config.items() if k != "layer_bits"}, sort_keys=True))
+    click.echo(markdown_table(["layer", "out x in", "bits", "correction", "kept %", "bits/w", "rel err"], rows))
+    if widths:
+        counts = {b: sum(1 for v in widths.values() if v == b) for b in sorted(set(widths.values()))}
+        click.echo("mixed precision (budget " + str(config.get("bits_budget")) + "): "
+                   + ", ".join(f"{n} layers at {b} bits" for b, n in counts.items()))
     click.echo(f"{len(rows)} layers, {rep['mean_bits']:.2f} bits/weight, quantized in {rep['seconds']:.1f}s")
 
 

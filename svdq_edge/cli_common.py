@@ -34,8 +34,11 @@ def user_errors(fn):
 def quant_options(fn):
     """Options shared by every command that quantizes."""
     opts = [
-        click.option("--bits", type=int, default=DEFAULTS.bits, show_default=True,
-                     help=f"code width, one of {SUPPORTED_BITS}"),
+        click.option("--bits", type=click.Choice([*map(str, SUPPORTED_BITS), "auto"]), default=str(DEFAULTS.bits),
+                     show_default=True, help="code width; auto: 4 or 8 per layer under --bits-budget"),
+        click.option("--bits-budget", type=float, default=None,
+                     help="mixed precision: average storage bits per weight of the quantized linears (scales, zero "
+                          "points and corrections counted); each layer gets --bits or 8, the most sensitive first"),
         click.option("--block-size", type=int, default=DEFAULTS.block_size, show_default=True,
                      help="block length along K (power of two, 16-256)"),
         click.option("--keep", type=float, default=DEFAULTS.keep, show_default=True,
@@ -80,11 +83,15 @@ def quant_options(fn):
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip, correct="",
                 embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
                 calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None,
-                kernel: str = "matmulnbits") -> QuantConfig:
+                kernel: str = "matmulnbits", bits_budget: float | None = None) -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
     if rank is not None and float(rank).is_integer():
         rank = int(rank)
-    given = {"method": method, "bits": bits, "block_size": block_size, "keep": keep, "structure": structure,
+    if bits == "auto":
+        if bits_budget is None:
+            raise ConfigError("--bits auto needs --bits-budget (average bits per weight, e.g. 6)")
+        bits = 4
+    given = {"method": method, "bits": int(bits), "bits_budget": bits_budget, "block_size": block_size, "keep": keep, "structure": structure,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
              "correct": tuple(s for s in (correct or "").split(",") if s),

@@ -68,10 +68,17 @@ class QuantConfig:
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
                  never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
     calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
-    kernel:      matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-channel symmetric int8 weights run by
-                 DynamicQuantizeMatMul, which quantizes the input per tensor at run time; the kept input channels are
-                 zeroed in that input and added in FP32 (channel structure with `method=outlier` takes the outlier
-                 activation channels out of the int8 path). `block_size` does not apply.
+    kernel:      the kernel of the 8-bit layers: matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-
+                 channel symmetric int8 weights run by DynamicQuantizeMatMul, which quantizes the input per tensor at run
+                 time; the kept input channels are zeroed in that input and added in FP32 (channel structure with
+                 `method=outlier` takes the outlier activation channels out of the int8 path); `block_size` does not
+                 apply to them. Layers at other widths always run on MatMulNBits.
+    bits_budget: per-layer mixed precision: each quantized linear gets `bits` or 8, chosen so that the average storage
+                 bits per weight of the quantized linears (codes, scales, zero points and corrections all counted; the
+                 embedding table apart) stays within the budget, at the least summed output error
+                 (`svdq_edge.mixed_bits`). None: every layer at `bits`.
+    layer_bits:  {module name: bits} overriding `bits` per layer; the budget's assignment is saved here, so a saved
+                 config rebuilds the same model.
     """
 
     bits: int = 4
@@ -91,6 +98,8 @@ class QuantConfig:
     calib_samples: int = 128
     calib_seq_len: int = 128
     kernel: Kernel = Kernel.NBITS
+    bits_budget: float | None = None
+    layer_bits: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
@@ -100,9 +109,10 @@ class QuantConfig:
         except ValueError:
             raise ConfigError(f"kernel must be one of {', '.join(k.value for k in Kernel)}, got {self.kernel!r}") \
                 from None
-        if self.kernel is Kernel.INT8 and (self.bits != 8 or self.structure is not Structure.CHANNEL):
-            raise ConfigError("kernel int8 takes bits 8 and the channel structure (its kept input channels are "
-                              "masked out of the int8 product)")
+        self._check_mixed()
+        if self.kernel is Kernel.INT8 and (8 not in self.widths() or self.structure is not Structure.CHANNEL):
+            raise ConfigError("kernel int8 takes 8-bit layers (bits 8 or a bits_budget) and the channel structure "
+                              "(its kept input channels are masked out of the int8 product)")
         object.__setattr__(self, "skip", tuple(self.skip))
         object.__setattr__(self, "correct", tuple(self.correct))
         if not all(isinstance(c, str) and c for c in self.correct):
@@ -131,6 +141,30 @@ class QuantConfig:
         if self.method not in available():
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(available())}")
 
+    def _check_mixed(self) -> None:
+        layer_bits = self.layer_bits.items() if isinstance(self.layer_bits, dict) else self.layer_bits
+        try:
+            pairs = tuple(sorted((str(n), int(b)) for n, b in layer_bits))
+        except (TypeError, ValueError):
+            raise ConfigError(f"layer_bits must map module names to bits, got {self.layer_bits!r}") from None
+        object.__setattr__(self, "layer_bits", pairs)
+        bad = sorted({b for _, b in pairs} - set(SUPPORTED_BITS))
+        if bad:
+            raise ConfigError(f"layer_bits must hold widths in {SUPPORTED_BITS}, got {bad}")
+        if self.bits_budget is None:
+            return
+        if self.bits == 8:
+            raise ConfigError("bits_budget mixes bits with 8-bit layers: give bits below 8")
+        b = self.bits_budget
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not self.bits < b <= 32:
+            raise ConfigError(f"bits_budget must be bits per weight above bits ({self.bits}) and at most 32, "
+                              f"got {b!r}")
+        object.__setattr__(self, "bits_budget", float(b))
+
+    def widths(self) -> set[int]:
+        """The code widths the layers may get: `bits`, 8 under a budget, and those of `layer_bits`."""
+        return {self.bits, *(b for _, b in self.layer_bits), *((8,) if self.bits_budget is not None else ())}
+
     def _check_rank(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)):
             raise ConfigError(f"rank must be an int >= 1 or an energy fraction in (0, 1), got {self.rank!r}")
@@ -148,10 +182,17 @@ class QuantConfig:
         return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(cls)})
 
     def for_layer(self, name: str) -> QuantConfig:
-        """The config of layer `name`: `keep` drops to 0 outside `correct` (when `correct` names any)."""
-        if not self.correct or any(c in name for c in self.correct):
-            return self
-        return dataclasses.replace(self, keep=0.0)
+        """The config of layer `name`: its width from `layer_bits` (else `bits`), the int8 kernel only at 8 bits, and
+        `keep` 0 outside `correct` (when `correct` names any)."""
+        bits = dict(self.layer_bits).get(name, self.bits)
+        changes = {}
+        if self.bits_budget is not None or self.layer_bits:
+            changes = {"bits": bits, "bits_budget": None, "layer_bits": ()}
+            if bits != 8:
+                changes["kernel"] = Kernel.NBITS
+        if self.correct and not any(c in name for c in self.correct):
+            changes["keep"] = 0.0
+        return dataclasses.replace(self, **changes) if changes else self
 
     @property
     def container_bits(self) -> int:
@@ -167,6 +208,7 @@ class QuantConfig:
         d["kernel"] = self.kernel.value
         d["skip"] = list(self.skip)
         d["correct"] = list(self.correct)
+        d["layer_bits"] = dict(self.layer_bits)
         return d
 
     def to_json(self) -> str:

@@ -42,6 +42,8 @@ def stream_unsupported_reason(source: str, config: QuantConfig) -> str | None:
     method = get(config.method)
     if method.needs_calibration or method.uses_input_scale or method.scale_search:
         return f"method {config.method!r} runs the model forward"
+    if config.bits_budget is not None and not config.layer_bits:
+        return "a bits budget runs the model forward (sensitivity of every layer)"
     if not LazyWeights.available(source):
         return f"{source} is not a local folder with safetensors weights"
     return None
@@ -100,7 +102,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         mixed = decompose(W, config.for_layer(name), ScoreContext())
         report.layers.append(layer_report(name, W, mixed))
         bias = weights.read(f"{name}.bias") if module.bias is not None else None
-        set_module(model, name, QuantLinear(mixed, bias, config.kernel.value))
+        set_module(model, name, QuantLinear(mixed, bias, config.for_layer(name).kernel.value))
         del W, mixed
     shared = _quantize_head(model, weights, config, report)
     if config.embedding_bits is not None and not shared:

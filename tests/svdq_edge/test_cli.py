@@ -34,11 +34,28 @@ def test_quantize_inspect_round_trip(tiny_bert_dir, tmp_path):
     assert r.exit_code == 0 and "bert.encoder.layer.1.output.dense" in r.output and "13 layers" in r.output
 
 
+def test_mixed_precision_is_saved_and_inspected(tiny_bert_dir, tmp_path):
+    out = tmp_path / "q"
+    r = run("quantize", tiny_bert_dir, "-o", out, "--bits", "auto", "--bits-budget", 6, "--block-size", 32,
+            "--kernel", "int8")
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "quant_config.json").read_text())["config"]
+    widths = config["layer_bits"]
+    assert config["bits_budget"] == 6.0 and len(widths) == 12 and set(widths.values()) == {4, 8}
+    r = run("inspect", out)
+    assert r.exit_code == 0
+    n8 = sum(1 for b in widths.values() if b == 8)
+    assert f"mixed precision (budget 6.0): {12 - n8} layers at 4 bits, {n8} layers at 8 bits" in r.output
+
+
 @pytest.mark.parametrize("args, needles", [
     (["--bits", 5], ["bits", "5"]),
     (["--block-size", 100], ["block_size", "100"]),
     (["--keep", 0.7], ["keep", "0.7"]),
     (["--method", "bogus"], ["bogus"]),
+    (["--bits", "auto"], ["--bits auto needs --bits-budget"]),
+    (["--bits-budget", 3.5], ["bits_budget", "3.5"]),
+    (["--bits-budget", 4.3, "--block-size", 32], ["bits budget 4.3 is below"]),
 ])
 def test_bad_options_give_one_line_and_write_nothing(tiny_bert_dir, tmp_path, args, needles):
     outs = tmp_path / "outs"
