@@ -239,8 +239,10 @@ def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bi
     """y = DynamicQuantizeMatMul(x * mask, B int8 [K, N], scale [N]) (+ bias) + correction(x).
 
     DynamicQuantizeMatMul quantizes its input to uint8 with one scale per tensor at run time; the kept input channels
-    (their codes are the zero point, so B is 0 there) are zeroed in that input by `mask`, so an outlier channel no
-    longer sets the step for the others, and they come back exactly in FP32 through the channel correction."""
+    are zeroed in that input by `mask`, so an outlier channel no longer sets the step for the others, and they come
+    back exactly in FP32 through the channel correction. A layer's own kept channels have zero codes, but rows
+    concatenated from several layers (q/k/v) mask the union of their channels: the codes of a member that did not
+    keep a masked channel move into the correction, so no weight is lost."""
     p, c = mixed.packed, mixed.correction
     if p.n_blocks != 1 or p.bits != 8 or not has_default_zero_points(p):
         raise ValueError(f"{w}: the int8 kernel takes symmetric 8-bit codes with one block per row")
@@ -252,13 +254,14 @@ def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bi
         mask = np.ones(p.K, dtype=np.float32)
         mask[_np(c.channels)] = 0.0
         inputs = f.node("Mul", [x, f.init(f"{w}_int8_mask", mask)], [f"{w}_int8_x"])
+        values = c.values + B[:, c.channels].float() * p.scales.reshape(-1, 1)  # [N, k]
     inputs += [f.init(f"{w}_int8", _np(B.T.contiguous())), f.init(f"{w}_scales", _np(p.scales).reshape(-1)), ""]
     if bias is not None:
         inputs.append(f.init(f"{name_of(w)}.bias", np.asarray(bias, dtype=np.float32)))
     base = y if c is None else f"{w}_int8_out"
     f.node("DynamicQuantizeMatMul", inputs, [base], domain=MS_DOMAIN)
     if c is not None:
-        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N, accumulate)
+        _gather_accumulate(f, w, x, _np(c.channels), _np(values.T), base, y, p.K, p.N, accumulate)
     return f
 
 

@@ -39,4 +39,4 @@ def test_mixed_int8_export_runs_8_bit_layers_on_int8(tmp_path, graph):
     config = QuantConfig(bits_budget=6.0, block_size=32, kernel="int8", embedding_bits=None)
     ops, got, ref = _export(tmp_path, config, graph)
     assert ops["MatMulNBits"] > 0 and ops["DynamicQuantizeMatMul"] > 0
-    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()  # only the run-time int8 input rounding differs
+    assert np.abs(got - ref).max() < 0.01 * np.abs(ref).max()  # only the run-time int8 input rounding differs
