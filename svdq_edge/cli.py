@@ -181,8 +181,10 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
 def _register() -> None:
     from svdq_edge.cli_generate import generate
     from svdq_edge.cli_run import compare, run
+    from svdq_edge.cli_tune import tune
 
     main.add_command(compare)
+    main.add_command(tune)
     main.add_command(run)
     main.add_command(generate)
 

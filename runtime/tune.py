@@ -1,0 +1,140 @@
+"""`svdq-edge tune`: quantize a model several ways, measure every candidate under ONNX Runtime beside FP32 and INT8
+dynamic, keep the Pareto frontier (size x latency x fidelity loss) and export the best point within a size limit.
+
+Candidates are QuantConfigs plus a MatMulNBits accuracy level (`default_space`). Each finished candidate (quantized
+and exported) is cached under `<out>/candidates/<key>/`, keyed by its settings, so an interrupted tune goes on where
+it stopped; fidelity and latency are measured afterwards in one interleaved validation of everything, so the
+timings compare like with like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from svdq_edge.config import QuantConfig
+
+METRICS = ("kl", "accuracy", "cosine")
+DONE = "candidate.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    config: QuantConfig
+    accuracy_level: int = 4
+
+    @property
+    def key(self) -> str:
+        """A folder name derived from the settings (not the label): the same settings reuse the same cache."""
+        text = json.dumps({"config": self.config.to_dict(), "level": self.accuracy_level}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_space(embedding_bits: int | None = 4) -> list[Candidate]:
+    """The searched settings: the int8 kernel, per-layer 4/8-bit budgets on it, 4-bit block sizes and methods,
+    and 3 bits; all at accuracy level 4 (int8 activations: the fast CPU path)."""
+    e = {"embedding_bits": embedding_bits}
+    space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e))]
+    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e)) for b in (7.0, 6.0, 5.5, 5.0)]
+    space += [Candidate(f"w4-b{bs}-{m}", QuantConfig(block_size=bs, method=m, **e))
+              for bs in (128, 32) for m in ("range", "svd")]
+    space.append(Candidate("w3-b32-range", QuantConfig(bits=3, block_size=32, **e)))
+    return space
+
+
+def loss_of(row: dict, metric: str) -> float:
+    """Smaller is better: KL to FP32, 1 - mean cosine, or minus accuracy."""
+    if metric == "kl":
+        return row["kl"]
+    if metric == "cosine":
+        return 1.0 - row["cosine"]
+    return -row["accuracy"]
+
+
+def pareto(points: list[tuple[float, ...]]) -> list[bool]:
+    """For each point (every axis: smaller is better), whether no other point is at least as good on every axis and
+    strictly better on one."""
+    def dominates(a, b):
+        return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+    return [not any(dominates(q, p) for j, q in enumerate(points) if j != i) for i, p in enumerate(points)]
+
+
+def choose(rows: list[dict], max_size: float) -> dict | None:
+    """The candidate with the least loss among ours within `max_size` (ratio to the FP32 file); None if none fits."""
+    fits = [r for r in rows if r["ours"] and r["size_ratio"] <= max_size]
+    return min(fits, key=lambda r: (r["loss"], r["size_ratio"])) if fits else None
+
+
+def cached(work: Path, c: Candidate) -> Path | None:
+    """The candidate's exported folder when a previous tune finished it."""
+    folder = work / "candidates" / c.key
+    return folder / "onnx" if (folder / DONE).is_file() else None
+
+
+def mark_done(work: Path, c: Candidate) -> None:
+    folder = work / "candidates" / c.key
+    (folder / DONE).write_text(json.dumps({"label": c.label, "config": c.config.to_dict(),
+                                           "accuracy_level": c.accuracy_level}, indent=2, sort_keys=True))
+
+
+def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Candidate], runs: int = 30,
+         threads: int = 2, shapes=((1, 128), (8, 128)), has_labels: bool = True, progress: bool = True) -> dict:
+    """Build (or reuse) every candidate, validate all of them with FP32 and INT8 dynamic in one interleaved run, and
+    return {"rows": [...], "chosen": row or None, ...}; rows carry size ratio, latency, loss and `frontier`."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from svdq_edge.apply import quantize_model
+    from svdq_edge.exporters.export import export_onnx
+    from svdq_edge.exporters.fused import fused_unsupported_reason
+    from svdq_edge.runtime.baselines import build_baseline
+    from svdq_edge.runtime.validate import Backend, validate
+    from svdq_edge.sources import LoadedModel
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    work.mkdir(parents=True, exist_ok=True)
+    graph = "fused" if fused_unsupported_reason(loaded.model.config) is None else "traced"
+    fp32 = work / "fp32"
+    if not (fp32 / "model.onnx").is_file():
+        export_onnx(loaded, fp32, overwrite=True, graph=graph)
+    int8 = work / "ort-int8"
+    if not (int8 / "model.onnx").is_file():
+        build_baseline("ort-int8", fp32, int8)
+    backends = [Backend("fp32", fp32, f"FP32 ({graph} graph)"), Backend("ort-int8", int8, "ORT INT8 dynamic")]
+    for c in tqdm(space, desc="tune: build candidates", disable=not progress):
+        path = cached(work, c)
+        if path is None:
+            q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
+            report = quantize_model(q.model, c.config, progress=False)
+            path, _, _ = export_onnx(q, work / "candidates" / c.key / "onnx", report.config.to_dict(),
+                                     accuracy_level=c.accuracy_level, overwrite=True, graph=graph)
+            mark_done(work, c)
+        backends.append(Backend(c.label, path, f"accuracy_level {c.accuracy_level}"))
+    results = validate(backends, loaded.tokenizer, data, loaded.task.value, loaded.model.config.vocab_size, "cpu",
+                       threads, list(shapes), runs, has_labels)
+    base = results[0].size_mb
+    rows = []
+    for i, r in enumerate(results):
+        reference = i == 0  # FP32: its fidelity to itself is exact
+        row = {"label": r.backend.name, "ours": r.backend.name not in ("fp32", "ort-int8"),
+               "path": str(r.backend.path), "size_mb": r.size_mb, "size_ratio": r.size_mb / base,
+               "latency_ms": {f"{lat.batch}x{lat.seq}": lat.p50_ms for lat in r.latency},
+               "kl": 0.0 if reference and r.kl is None else r.kl,
+               "cosine": 1.0 if reference and r.cosine_mean is None else r.cosine_mean,
+               "accuracy": None if r.acc is None else r.acc.value}
+        if row[metric] is None:
+            raise ValueError(f"metric {metric!r} does not apply to this model and data")
+        row["loss"] = loss_of(row, metric)
+        rows.append(row)
+    first = f"{shapes[0][0]}x{shapes[0][1]}"
+    for row, on in zip(rows, pareto([(r["size_ratio"], r["latency_ms"][first], r["loss"]) for r in rows]),
+                       strict=True):
+        row["frontier"] = on
+    return {"metric": metric, "max_size": max_size, "graph": graph, "latency_shape": first, "rows": rows,
+            "chosen": choose(rows, max_size)}

@@ -1,0 +1,117 @@
+"""`svdq-edge tune`: search quantization settings under ONNX Runtime, write the Pareto frontier, export the pick."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from svdq_edge.cli_common import user_errors
+
+DEFAULT_OUT = Path("svdq-edge-out/tune")
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="GLUE dev TSV for a classifier (a feature extractor uses the shipped sentences)")
+@click.option("--metric", type=click.Choice(["kl", "accuracy", "cosine"]), default=None,
+              help="fidelity to minimise the loss of (default: kl for a classifier, cosine for a feature extractor)")
+@click.option("--max-size", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.25, show_default=True,
+              help="largest file to pick, as a ratio to the FP32 file")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="work folder: cached candidates (an interrupted tune resumes from them), report, plot, best/")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on the first N rows only")
+@click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="timed runs per shape")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@user_errors
+def tune(model, data, metric, max_size, out, limit, runs, threads):
+    """Quantize MODEL (default: the embedded MiniLM) several ways, measure each candidate under ONNX Runtime with
+    FP32 and INT8 dynamic in one interleaved run, write the size x latency x fidelity frontier (report.json,
+    report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best."""
+    from svdq_edge.cli_common import require_classifier
+    from svdq_edge.data import read_glue_tsv
+    from svdq_edge.runtime.pipeline import shipped_sentences
+    from svdq_edge.runtime.tune import default_space
+    from svdq_edge.runtime.tune import tune as run_tune
+    from svdq_edge.sources import ModelTask, load_model
+
+    loaded = load_model(model)
+    feature = loaded.task is ModelTask.FEATURE_EXTRACTION
+    if not feature:
+        require_classifier(loaded)
+        if data is None:
+            raise click.UsageError("a classifier needs --data (a GLUE dev TSV)")
+    metric = metric or ("cosine" if feature else "kl")
+    if feature and metric != "cosine" or not feature and metric == "cosine":
+        raise click.UsageError(f"--metric {metric} does not apply to a {loaded.task.value} model")
+    ds = shipped_sentences() if feature else read_glue_tsv(data, limit)
+    result = run_tune(loaded, ds, metric, max_size, out, default_space(), runs=runs, threads=threads,
+                      has_labels=not feature)
+    write_report(out, result)
+    chosen = result["chosen"]
+    if chosen is None:
+        smallest = min((r for r in result["rows"] if r["ours"]), key=lambda r: r["size_ratio"])
+        raise click.ClickException(f"no candidate within --max-size {max_size:g}: the smallest is "
+                                   f"{smallest['label']} at {smallest['size_ratio']:.3f}x (see {out}/report.md)")
+    export_best(Path(chosen["path"]), out / "best")
+    click.echo((out / "report.md").read_text())
+    click.echo(f"picked {chosen['label']} ({chosen['size_ratio']:.3f}x FP32, {metric} loss {chosen['loss']:.5f}) "
+               f"-> {out / 'best'}")
+
+
+def write_report(out: Path, result: dict) -> None:
+    from svdq_edge.table import markdown_table
+
+    (out / "report.json").write_text(json.dumps(result, indent=2))
+    shape = result["latency_shape"]
+    fp32 = result["rows"][0]["latency_ms"]
+    shapes = list(fp32)
+    chosen = result["chosen"] and result["chosen"]["label"]
+    rows = [[r["label"] + (" (picked)" if r["label"] == chosen else ""), f"{r['size_mb']:.1f}",
+             f"{r['size_ratio']:.3f}x", *(f"{r['latency_ms'][s]:.2f} ({r['latency_ms'][s] / fp32[s]:.2f}x)"
+                                          for s in shapes),
+             f"{r['loss']:.5f}", "yes" if r["frontier"] else ""] for r in result["rows"]]
+    loss = {"kl": "KL to FP32", "cosine": "1 - mean cosine", "accuracy": "- accuracy"}[result["metric"]]
+    head = (f"{result['graph']} graphs, ONNX Runtime CPU; frontier over size, {shape} latency and {loss}; "
+            f"pick: least loss within {result['max_size']:g}x the FP32 file\n\n")
+    (out / "report.md").write_text(head + markdown_table(
+        ["candidate", "MB", "size", *(f"{s} ms" for s in shapes), loss, "frontier"], rows) + "\n")
+    plot_frontier(out / "frontier.png", result)
+
+
+def plot_frontier(path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shape = result["latency_shape"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, x, label in ((axes[0], "size_ratio", "size (x FP32 file)"), (axes[1], None, f"{shape} latency (ms)")):
+        for r in result["rows"]:
+            xv = r[x] if x else r["latency_ms"][shape]
+            ax.plot(xv, r["loss"], "o" if r["frontier"] else "x", color="C0" if r["ours"] else "C3")
+            ax.annotate(r["label"], (xv, r["loss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"loss ({result['metric']})")
+    fig.suptitle("tune: o = on the frontier, x = dominated; red = FP32 / ORT INT8 dynamic")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def export_best(src: Path, dst: Path) -> None:
+    """Copy the chosen ONNX folder to `dst`, replacing an older pick only once the copy is complete."""
+    from svdq_edge.outputs import commit_output
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        commit_output(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
