@@ -28,20 +28,24 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        """A folder name derived from the settings (not the label): the same settings reuse the same cache."""
-        text = json.dumps({"config": self.config.to_dict(), "level": self.accuracy_level}, sort_keys=True)
+        """A folder name derived from the settings and the package version (not the label): the same settings reuse
+        the same cache, a new release rebuilds it."""
+        from importlib.metadata import version
+
+        text = json.dumps({"config": self.config.to_dict(), "level": self.accuracy_level,
+                           "version": version("svdq-edge")}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_space(embedding_bits: int | None = 4) -> list[Candidate]:
-    """The searched settings: the int8 kernel, per-layer 4/8-bit budgets on it, 4-bit block sizes and methods,
-    and 3 bits; all at accuracy level 4 (int8 activations: the fast CPU path)."""
+    """The searched settings: the int8 kernel, per-layer 4/8-bit budgets on it, 4-bit block sizes and methods; all
+    at accuracy level 4 (int8 activations: the fast CPU path). 3-bit codes are left out: MatMulNBits stores them in a
+    4-bit container, so they are never smaller than 4 bits, only worse (measured: docs/encoders.md)."""
     e = {"embedding_bits": embedding_bits}
     space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e))]
-    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e)) for b in (7.0, 6.0, 5.5, 5.0)]
+    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e)) for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
     space += [Candidate(f"w4-b{bs}-{m}", QuantConfig(block_size=bs, method=m, **e))
-              for bs in (128, 32) for m in ("range", "svd")]
-    space.append(Candidate("w3-b32-range", QuantConfig(bits=3, block_size=32, **e)))
+              for bs in (128, 64, 32) for m in ("range", "svd")]
     return space
 
 

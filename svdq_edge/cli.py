@@ -143,7 +143,7 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
               help="fused = graph built directly with ORT's fused ops (decoders: Llama, Mistral, Qwen2, GPT-2, Gemma 3 "
                    "in onnxruntime-genai's layout; encoders: BERT), traced = torch.onnx trace in Optimum's layout (any "
-                   "architecture); auto = fused for covered decoders, traced for encoders")
+                   "architecture); auto = fused where the family is covered, traced otherwise")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
 def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):

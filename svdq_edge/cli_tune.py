@@ -71,15 +71,18 @@ def write_report(out: Path, result: dict) -> None:
     fp32 = result["rows"][0]["latency_ms"]
     shapes = list(fp32)
     chosen = result["chosen"] and result["chosen"]["label"]
+    accuracy = all(r["accuracy"] is not None for r in result["rows"])
     rows = [[r["label"] + (" (picked)" if r["label"] == chosen else ""), f"{r['size_mb']:.1f}",
              f"{r['size_ratio']:.3f}x", *(f"{r['latency_ms'][s]:.2f} ({r['latency_ms'][s] / fp32[s]:.2f}x)"
                                           for s in shapes),
-             f"{r['loss']:.5f}", "yes" if r["frontier"] else ""] for r in result["rows"]]
+             f"{r['loss']:.5f}", *([f"{100 * r['accuracy']:.2f}"] if accuracy else []), "yes" if r["frontier"] else ""]
+            for r in result["rows"]]
     loss = {"kl": "KL to FP32", "cosine": "1 - mean cosine", "accuracy": "- accuracy"}[result["metric"]]
     head = (f"{result['graph']} graphs, ONNX Runtime CPU; frontier over size, {shape} latency and {loss}; "
             f"pick: least loss within {result['max_size']:g}x the FP32 file\n\n")
     (out / "report.md").write_text(head + markdown_table(
-        ["candidate", "MB", "size", *(f"{s} ms" for s in shapes), loss, "frontier"], rows) + "\n")
+        ["candidate", "MB", "size", *(f"{s} ms" for s in shapes), loss, *(["accuracy %"] if accuracy else []),
+         "frontier"], rows) + "\n")
     plot_frontier(out / "frontier.png", result)
 
 

@@ -182,10 +182,21 @@ class DecoderBuilder:
         return self.f.node("Reshape", [x, TOKENS_3D], [x + "_3d"])[0]
 
     # -- linears ------------------------------------------------------------------------------------------------
-    def make_linear(self, name: str, modules: list[nn.Module], x: str, y: str | None = None) -> list[str]:
-        """y = x @ W^T + b for one module, or for several stacked along N (all QuantLinear or all FP32)."""
+    def make_linear(self, name: str, modules: list[nn.Module], x: str, y: str | None = None,
+                    carry_bias: bool = False) -> list[str]:
+        """y = x @ W^T + b for one module, or for several stacked along N (all QuantLinear or all FP32).
+
+        `carry_bias`: leave b out and return [y, name of b's initializer or ""], for a following fused op that adds
+        it for free (SkipLayerNormalization, BiasGelu, MultiHeadAttention): a bias inside DynamicQuantizeMatMul with
+        per-column scales costs its output stage 2-10% (docs/encoders.md)."""
         y = y or f"/{name}/output_0"
         bias = _stacked_bias(modules)
+        if not carry_bias:
+            return [self._linear(name, modules, x, y, bias)]
+        carried = "" if bias is None else self.f.init(f"{name}.bias", bias)
+        return [self._linear(name, modules, x, y, None), carried]
+
+    def _linear(self, name: str, modules: list[nn.Module], x: str, y: str, bias: np.ndarray | None) -> str:
         if all(isinstance(m, QuantLinear) for m in modules):
             mixed = concat_rows([m.mixed for m in modules]) if len(modules) > 1 else modules[0].mixed
             self._extend(quant_linear_fragment(name, mixed, x, y, self.element_form, self.accuracy_level, bias,
@@ -196,15 +207,15 @@ class DecoderBuilder:
                                      "block_size": p.block_size, "structure": modules[0].structure,
                                      "bits_per_weight": round(mixed.bits_per_weight(), 4),
                                      "op": KERNEL_OPS[modules[0].kernel], "modules": len(modules)}
-            return [y]
+            return y
         W = torch.cat([linear_weight(m).detach().float() for m in modules])  # [N, K] (Conv1D stores [K, N])
         w = self.f.init(f"{name}.weight_T", _np(W.T.contiguous()))
         if bias is None:
             self.f.node("MatMul", [x, w], [y])
-            return [y]
+            return y
         (mm,) = self.f.node("MatMul", [x, w], [f"/{name}/MatMul"])
         self.f.node("Add", [mm, self.f.init(f"{name}.bias", bias)], [y])
-        return [y]
+        return y
 
     def packable(self, modules: list[nn.Module]) -> bool:
         if all(isinstance(m, QuantLinear) for m in modules):

@@ -5,9 +5,10 @@ sequence] -> last_hidden_state [batch, sequence, hidden] (feature extraction) or
 (sequence classification: CLS token, pooler dense + tanh, classifier).
 
   embeddings   word rows (Gather, or GatherBlockQuantized) + token-type rows + position rows, LayerNormalization
-  per layer    q/k/v as one MatMulNBits (biases inside) + correction, Split, MultiHeadAttention (key padding mask
-               from attention_mask), output dense, SkipLayerNormalization (residual add + LayerNorm in one op),
-               intermediate dense, Gelu (erf), output dense, SkipLayerNormalization
+  per layer    q/k/v as one MatMulNBits + correction, Split, MultiHeadAttention (q/k/v biases, key padding mask
+               from attention_mask), output dense, SkipLayerNormalization (its bias, the residual add and LayerNorm
+               in one op), intermediate dense, BiasGelu (erf), output dense, SkipLayerNormalization
+Each linear's bias goes into the fused op after it, where it costs nothing.
 The token stream runs 2-D ([tokens, hidden]) as in the decoders, so each correction is a Gather and one Gemm.
 """
 
@@ -22,6 +23,7 @@ from svdq_edge.exporters.fused.base import OPSET, ROWS_2D, TOKENS_3D, DecoderBui
 from svdq_edge.exporters.linear import MS_DOMAIN, _np
 
 ACTIVATIONS = {"gelu": "Gelu"}  # hidden_act -> com.microsoft op (erf GELU)
+BIAS_ACTIVATIONS = {"Gelu": "BiasGelu"}  # the same with the preceding bias add inside
 
 
 class BertBuilder(DecoderBuilder):
@@ -94,19 +96,24 @@ class BertBuilder(DecoderBuilder):
     def make_layer(self, i: int, layer: nn.Module, x: str, mask: str) -> str:
         p = f"{self.prefix}encoder.layer.{i}"
         attn = self.make_attention(i, layer.attention.self, x, mask)
-        (o,) = self.make_linear(f"{p}.attention.output.dense", [layer.attention.output.dense], attn)
-        x = self.make_skip_layer_norm(f"{p}.attention.output.LayerNorm", layer.attention.output.LayerNorm, o, x)
-        (h,) = self.make_linear(f"{p}.intermediate.dense", [layer.intermediate.dense], x)
-        (act,) = self.f.node(ACTIVATIONS[self.model.config.hidden_act], [h], [f"/{p}/intermediate/act"],
-                             domain=MS_DOMAIN)
-        (d,) = self.make_linear(f"{p}.output.dense", [layer.output.dense], act)
-        return self.make_skip_layer_norm(f"{p}.output.LayerNorm", layer.output.LayerNorm, d, x)
+        o, o_bias = self.make_linear(f"{p}.attention.output.dense", [layer.attention.output.dense], attn,
+                                     carry_bias=True)
+        x = self.make_skip_layer_norm(f"{p}.attention.output.LayerNorm", layer.attention.output.LayerNorm, o, x,
+                                      o_bias)
+        h, h_bias = self.make_linear(f"{p}.intermediate.dense", [layer.intermediate.dense], x, carry_bias=True)
+        op, inputs = ACTIVATIONS[self.model.config.hidden_act], [h]
+        if h_bias:  # the bias add fused into the activation
+            op, inputs = BIAS_ACTIVATIONS[op], [h, h_bias]
+        (act,) = self.f.node(op, inputs, [f"/{p}/intermediate/act"], domain=MS_DOMAIN)
+        d, d_bias = self.make_linear(f"{p}.output.dense", [layer.output.dense], act, carry_bias=True)
+        return self.make_skip_layer_norm(f"{p}.output.LayerNorm", layer.output.LayerNorm, d, x, d_bias)
 
     def make_attention(self, i: int, attn: nn.Module, x: str, mask: str) -> str:
         p = f"{self.prefix}encoder.layer.{i}.attention.self"
         qkv = [attn.query, attn.key, attn.value]
+        bias = ""
         if self.packable(qkv):
-            (y,) = self.make_linear(f"{p}.qkv", qkv, x)
+            y, bias = self.make_linear(f"{p}.qkv", qkv, x, carry_bias=True)  # MultiHeadAttention adds the bias
             q, k, v = f"/{p}/q", f"/{p}/k", f"/{p}/v"
             self.f.nodes.append(helper.make_node("Split", [y], [q, k, v], name=f"/{p}/Split", axis=-1,
                                                  num_outputs=3))
@@ -114,15 +121,15 @@ class BertBuilder(DecoderBuilder):
             q, k, v = (self.make_linear(f"{p}.{n}", [getattr(attn, n)], x)[0] for n in ("query", "key", "value"))
         out = f"/{p}/MultiHeadAttention/output_0"
         self.f.nodes.append(helper.make_node(
-            "MultiHeadAttention", [self.to_3d(q), self.to_3d(k), self.to_3d(v), "", mask], [out],
+            "MultiHeadAttention", [self.to_3d(q), self.to_3d(k), self.to_3d(v), bias, mask], [out],
             name=f"/{p}/MultiHeadAttention", domain=MS_DOMAIN, num_heads=self.s.heads,
             scale=float(self.s.head_dim ** -0.5)))
         return self.f.node("Reshape", [out, "/model/constants/attn_2d"], [f"/{p}/output_2d"])[0]
 
-    def make_skip_layer_norm(self, name: str, ln: nn.Module, x: str, residual: str) -> str:
-        """LayerNorm(x + residual) in one SkipLayerNormalization."""
-        (y,) = self.f.node("SkipLayerNormalization", [x, residual, self._w(f"{name}.weight", ln.weight),
-                                                      self._w(f"{name}.bias", ln.bias)],
+    def make_skip_layer_norm(self, name: str, ln: nn.Module, x: str, residual: str, bias: str = "") -> str:
+        """LayerNorm(x + bias + residual) in one SkipLayerNormalization (the producing linear's bias inside)."""
+        inputs = [x, residual, self._w(f"{name}.weight", ln.weight), self._w(f"{name}.bias", ln.bias)]
+        (y,) = self.f.node("SkipLayerNormalization", inputs + ([bias] if bias else []),
                            [f"/{name}/output_0"], domain=MS_DOMAIN, epsilon=float(ln.eps))
         return y
 

@@ -75,7 +75,7 @@ def test_graph_hygiene_names_and_metadata(tmp_path):
     cfg = QuantConfig(method="svd", bits=4, block_size=32, keep=0.02, structure="element")
     quantize_model(model, cfg, progress=False)
     out, _, _ = export_onnx(LoadedModel(model, None, detect_task(model.config), "tiny"), tmp_path / "o",
-                            cfg.to_dict())
+                            cfg.to_dict(), graph="traced")  # the trace: one node group per HF linear, ONNX-checked
     m = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(m)
     assert [i.name for i in m.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]

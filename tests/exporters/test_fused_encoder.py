@@ -43,7 +43,10 @@ def test_fused_encoder_matches_pytorch(tmp_path, kind, quantized):
     assert json.loads((out / "export.json").read_text())["graph"] == "fused"
     ops = op_counts(out / "model.onnx")
     n = model.config.num_hidden_layers
-    assert ops["MultiHeadAttention"] == n and ops["SkipLayerNormalization"] == 2 * n and ops["Gelu"] == n
+    assert ops["MultiHeadAttention"] == n and ops["SkipLayerNormalization"] == 2 * n and ops["BiasGelu"] == n
+    # Adds: the embeddings sum, and the pooler's and classifier's biases; every encoder linear's bias sits in the
+    # fused op after it
+    assert ops.get("Add", 0) == 2 + 2 * (kind == "classifier")
     assert ops["MatMulNBits"] == (4 * n if quantized else 0)  # q/k/v packed into one per layer
     feed = _feed()
     with torch.no_grad():
@@ -71,6 +74,10 @@ def test_int8_dynamic_quantizes_the_fused_graph(tmp_path):
     assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
 
 
-def test_encoders_stay_traced_unless_asked(tmp_path):
+def test_covered_encoders_take_the_fused_graph_and_others_the_trace(tmp_path):
     out, _, _ = export_onnx(LoadedModel(tiny_bert(), None, ModelTask.SEQUENCE_CLASSIFICATION, "c"), tmp_path / "t")
+    assert json.loads((out / "export.json").read_text())["graph"] == "fused"
+    relu = tiny_bert()
+    relu.config.hidden_act = "relu"  # no fused activation for it: the trace covers any architecture
+    out, _, _ = export_onnx(LoadedModel(relu, None, ModelTask.SEQUENCE_CLASSIFICATION, "c"), tmp_path / "r")
     assert json.loads((out / "export.json").read_text())["graph"] == "traced"
