@@ -28,7 +28,7 @@ from svdq_edge.exporters.linear import AccuracyLevels
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.outputs import commit_output, prepare_output
-from svdq_edge.sources import LoadedModel, ModelTask
+from svdq_edge.sources import LoadedModel, ModelTask, portable_source
 
 ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
@@ -122,7 +122,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, None)
         else:
             model, inputs, output, layers, sizes = _traced(loaded, element_form, accuracy_level, opset)
-        meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": loaded.source,
+        meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": portable_source(loaded.source, out),
                 "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output, "svdq_edge.graph": path}
         if loaded.task is ModelTask.CAUSAL_LM:
             meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(loaded.model.config)))
@@ -185,7 +185,7 @@ def _traced(loaded: LoadedModel, element_form: str, accuracy_level: int, opset: 
         model, inputs, outputs = trace_decoder_with_past(dense, opset)
         output = outputs[0]
     else:
-        model, inputs, output = trace_to_onnx(dense, loaded.task, opset)
+        model, inputs, output = trace_to_onnx(dense, loaded.task, opset, loaded.tokenizer)
     del dense
     layers = {}
     if quant:

@@ -40,9 +40,15 @@ class _Head(nn.Module):
         return out.last_hidden_state if self.task is ModelTask.FEATURE_EXTRACTION else out.logits
 
 
-def input_names_for(model: nn.Module) -> list[str]:
+def input_names_for(model: nn.Module, tokenizer=None) -> list[str]:
+    """The graph inputs: input_ids, attention_mask, and token_type_ids only where they mean something, i.e. the
+    model takes them, has more than one token type (RoBERTa and XLM-R have one), and the tokenizer (when known)
+    produces them; an input no tokenizer fills would make every caller invent it."""
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
+    takes = "token_type_ids" in inspect.signature(model.forward).parameters
+    types = getattr(model.config, "type_vocab_size", 2)
+    given = tokenizer is None or "token_type_ids" in getattr(tokenizer, "model_input_names", ["token_type_ids"])
+    if takes and types > 1 and given:
         names.append("token_type_ids")
     return names
 
@@ -107,9 +113,10 @@ def _rebuild_with(dst: nn.Module, src: nn.Module, swapped: dict[str, nn.Module],
             dst._modules[child_name] = clone
 
 
-def trace_to_onnx(model: nn.Module, task: ModelTask, opset: int = 18) -> tuple[onnx.ModelProto, list[str], str]:
-    """ONNX of `model` (no QuantLinear inside) with dynamic batch and sequence axes."""
-    names = input_names_for(model)
+def trace_to_onnx(model: nn.Module, task: ModelTask, opset: int = 18,
+                  tokenizer=None) -> tuple[onnx.ModelProto, list[str], str]:
+    """ONNX of `model` (no QuantLinear inside) with dynamic batch and sequence axes; inputs per `input_names_for`."""
+    names = input_names_for(model, tokenizer)
     head = _Head(model, task, names).eval()
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size

@@ -43,7 +43,8 @@ def default_space(embedding_bits: int | None = 4) -> list[Candidate]:
     4-bit container, so they are never smaller than 4 bits, only worse (measured: docs/encoders.md)."""
     e = {"embedding_bits": embedding_bits}
     space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e))]
-    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e)) for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
+    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e))
+              for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
     space += [Candidate(f"w4-b{bs}-{m}", QuantConfig(block_size=bs, method=m, **e))
               for bs in (128, 64, 32) for m in ("range", "svd")]
     return space

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -12,7 +13,7 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.awq_fold import FoldReport, fold_awq_scales
 from svdq_edge.calibrate import LayerStats, calibration_batches, collect_stats
-from svdq_edge.config import QuantConfig
+from svdq_edge.config import ConfigError, QuantConfig
 from svdq_edge.data import DataError
 from svdq_edge.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
@@ -21,6 +22,8 @@ from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
 from svdq_edge.sensitivity import group_sensitivity, random_tokens
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class QuantReport:
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
     folds: list[FoldReport] = field(default_factory=list)  # AWQ scale groups (empty for other methods)
+    notes: list[str] = field(default_factory=list)  # what a user should know about how the method ran
 
     def mean_bits(self) -> float:
         """Weight-count-weighted bits per weight over the quantized layers."""
@@ -50,7 +54,8 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "seconds": self.seconds, "mean_bits": self.mean_bits(),
-                "layers": [asdict(r) for r in self.layers], "awq_folds": [f.to_dict() for f in self.folds]}
+                "layers": [asdict(r) for r in self.layers], "awq_folds": [f.to_dict() for f in self.folds],
+                "notes": list(self.notes)}
 
 
 def layer_report(name: str, W: Tensor, mixed: MixedWeight) -> LayerReport:
@@ -133,6 +138,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     a scale search first fold their scales into the model (which changes the producers' weights too).
     """
     start = time.perf_counter()
+    check_tables(model, config)  # before any slow step: a table GatherBlockQuantized cannot hold fails at once
     targets = find_targets(model, config.skip, head_apart=config.head_bits is not None)
     if not targets:
         raise ValueError("no linear layers to quantize (all skipped or none present)")
@@ -148,6 +154,11 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         for name, _ in targets:
             _check_finite(name, linear_weight(model.get_submodule(name)))
         stats, report.folds = fold_awq_scales(model, stats, config, {n for n, _ in targets}, progress)
+        if not report.folds:
+            note = (f"{config.method}: no scale folds for model type {getattr(model.config, 'model_type', '?')!r} "
+                    "(svdq_edge/awq_fold.py FOLD_GROUPS); its layers keep the method's saliency without scales")
+            log.warning(note)
+            report.notes.append(note)
     names = [n for n, _ in targets]
     del targets  # hold no reference to the FP32 linears: each one is freed as soon as it is replaced (peak memory)
     chosen: dict[str, MixedWeight] = {}
@@ -180,6 +191,16 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
                                          relative_error(E, q.table()), 0.0, None))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def check_tables(model: nn.Module, config: QuantConfig) -> None:
+    """ConfigError when the token table (embedding_bits) or the output head (head_bits) would be block-quantized
+    with a block that does not divide its width (GatherBlockQuantized has no padding)."""
+    width = model.get_input_embeddings().weight.shape[1]
+    if (config.embedding_bits is not None or config.head_bits is not None) and width % config.block_size:
+        which = "--embedding-bits" if config.head_bits is None else "--head-bits"
+        raise ConfigError(f"{which}: the table width {width} is not a multiple of block_size {config.block_size}; "
+                          f"use a block size dividing {width}, or --embedding-bits none (decoders: see models/)")
 
 
 def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, stats: dict[str, LayerStats] | None,

@@ -83,15 +83,21 @@ def quant_options(fn):
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip, correct="",
                 embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
                 calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None,
-                kernel: str = "matmulnbits", bits_budget: float | None = None) -> QuantConfig:
-    """A validated QuantConfig from the options, on top of a recipe's config when one is given."""
+                kernel: str = "matmulnbits", bits_budget: float | None = None,
+                forced: tuple[str, ...] = ()) -> QuantConfig:
+    """A validated QuantConfig from the options, on top of a recipe's config when one is given.
+
+    Over a recipe, an option wins when it was given on the command line, or when it is in `forced`: values the
+    command derived itself (compare's --methods, --bits-list, --keep-list, --calib-seeds), which its tables are
+    labelled with."""
     if rank is not None and float(rank).is_integer():
         rank = int(rank)
     if bits == "auto":
         if bits_budget is None:
             raise ConfigError("--bits auto needs --bits-budget (average bits per weight, e.g. 6)")
         bits = 4
-    given = {"method": method, "bits": int(bits), "bits_budget": bits_budget, "block_size": block_size, "keep": keep, "structure": structure,
+    given = {"method": method, "bits": int(bits), "bits_budget": bits_budget, "block_size": block_size, "keep": keep,
+             "structure": structure,
              "rank": rank, "symmetric": symmetric, "clip": clip, "seed": seed,
              "skip": tuple(s for s in skip.split(",") if s),
              "correct": tuple(s for s in (correct or "").split(",") if s),
@@ -105,7 +111,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
     ctx = click.get_current_context(silent=True)
     for key, value in given.items():
         src = None if ctx is None else ctx.get_parameter_source(key)
-        if src is not None and src is not click.core.ParameterSource.DEFAULT:
+        if key in forced or (src is not None and src is not click.core.ParameterSource.DEFAULT):
             base[key] = value
     return _require_calibration(QuantConfig.from_dict(base))
 

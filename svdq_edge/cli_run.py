@@ -11,6 +11,7 @@ from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_c
 
 DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
 DEFAULT_OUT = Path("svdq-edge-out")
+LISTED = ("method", "bits", "keep", "seed")  # compare sets these from its lists: they win over a --recipe
 
 
 def backend_options(fn):
@@ -167,14 +168,16 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     if _is_causal_lm(model):  # decoders: perplexity on raw text + prefill/decode latency, FP32 vs ORT RTN vs ours
         from svdq_edge.runtime.bench_decoder import decoder_report
 
-        configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0], **q)
+        configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
+                                                    forced=LISTED, **q)
                    for m in onnx_methods.split(",") if m.strip()}
         click.echo(decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
                                   out=out or DEFAULT_OUT / "compare-causal-lm"))
         return
     ds = read_glue_tsv(data, limit)
     grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
-    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0], **q)
+    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
+                                             forced=LISTED, **q)
                     for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
     levels = _parse_levels(accuracy_levels)
@@ -223,9 +226,9 @@ def _method_configs(names: list[str], seeds: list[int], **q) -> dict:
     configs = {}
     for m in names:
         if m in available() and get(m).needs_calibration:
-            configs.update({f"{m} s{s}": make_config(m, seed=s, **q) for s in seeds})
+            configs.update({f"{m} s{s}": make_config(m, seed=s, forced=LISTED, **q) for s in seeds})
         else:
-            configs[m] = make_config(m, seed=seeds[0], **q)
+            configs[m] = make_config(m, seed=seeds[0], forced=LISTED, **q)
     return configs
 
 

@@ -69,14 +69,14 @@ class QuantConfig:
                  never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
     calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
     kernel:      the kernel of the 8-bit layers: matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-
-                 channel symmetric int8 weights run by DynamicQuantizeMatMul, which quantizes the input per tensor at run
-                 time; the kept input channels are zeroed in that input and added in FP32 (channel structure with
+                 channel symmetric int8 weights run by DynamicQuantizeMatMul, which quantizes the input per tensor at
+                 run time; the kept input channels are zeroed in that input and added in FP32 (channel structure with
                  `method=outlier` takes the outlier activation channels out of the int8 path); `block_size` does not
                  apply to them. Layers at other widths always run on MatMulNBits.
     bits_budget: per-layer mixed precision: each quantized linear gets `bits` or 8, chosen so that the average storage
                  bits per weight of the quantized linears (codes, scales, zero points and corrections all counted; the
-                 embedding table apart) stays within the budget, at the least summed output error
-                 (`svdq_edge.mixed_bits`). None: every layer at `bits`.
+                 embedding table apart) stays within the budget, the most sensitive groups first
+                 (`svdq_edge.mixed_bits`, `svdq_edge.sensitivity`). None: every layer at `bits`.
     layer_bits:  {module name: bits} overriding `bits` per layer; the budget's assignment is saved here, so a saved
                  config rebuilds the same model.
     """

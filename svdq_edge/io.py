@@ -23,7 +23,7 @@ from svdq_edge.config import QuantConfig, TranscodeConfig, config_from_dict
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.outputs import commit_output, prepare_output
-from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer
+from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer, portable_source
 
 QUANT_CONFIG_FILE = "quant_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -45,7 +45,7 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         quantized = {f"{n}.{b}" for n in layers for b, _ in model.get_submodule(n).named_buffers()}
         save_file(_dedupe_shared(state, quantized), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta = {"format": FORMAT_VERSION, "config": report.config.to_dict(), "task": loaded.task.value,
-                "source": loaded.source, "layers": layers, "report": report.to_dict()}
+                "source": portable_source(loaded.source, out), "layers": layers, "report": report.to_dict()}
         (tmp / QUANT_CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         model.config.save_pretrained(tmp)
         if loaded.tokenizer is not None:
@@ -109,7 +109,10 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | Transco
         raise ValueError(f"{path}: weights do not match the model (unexpected {unexpected[:3]})")
     model.eval()
     config = config_from_dict(meta["config"])
-    return LoadedModel(model, load_tokenizer(str(path)), task, meta["source"]), config
+    source = meta["source"]  # relative to this folder when it was a local one (portable_source)
+    if not source.startswith("embedded:") and (Path(path) / source).exists():
+        source = str((Path(path) / source).resolve())
+    return LoadedModel(model, load_tokenizer(str(path)), task, source), config
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:

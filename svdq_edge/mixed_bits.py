@@ -43,8 +43,8 @@ def assign_bits(cost: dict[str, dict[int, float]], sensitivity: dict[tuple[str, 
     bit while the mean storage bits per weight stays within `budget`.
 
     cost: layer -> {width: storage bits of the layer at that width}; sensitivity: group (a tuple of layer names, as
-    `packed_groups` makes them) -> its sensitivity at `low`; n_weights: the layers' weight count. Raises ConfigError when every layer at `low` already
-    exceeds the budget.
+    `packed_groups` makes them) -> its sensitivity at `low`; n_weights: the layers' weight count. Raises ConfigError
+    when every layer at `low` already exceeds the budget.
     """
     cap = budget * n_weights * (1 + 1e-9)
     spent = sum(c[low] for c in cost.values())

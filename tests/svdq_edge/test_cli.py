@@ -73,7 +73,16 @@ def test_missing_model(tmp_path):
 
 def test_unreadable_weights(tiny_bert_dir, tmp_path):
     (tiny_bert_dir / "model.safetensors").write_bytes(b"not a safetensors file")
-    one_line_error(run("quantize", tiny_bert_dir, "-o", tmp_path / "q"), "cannot load model weights")
+    one_line_error(run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--block-size", 32),
+                   "cannot load model weights")
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_table_the_block_cannot_hold_fails_before_any_weight_is_read(tiny_bert_dir, tmp_path):
+    """The token table is quantized last; a block size not dividing its width once failed only after every linear
+    (minutes on a decoder). It is checked first now, before the weights are even read."""
+    (tiny_bert_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    one_line_error(run("quantize", tiny_bert_dir, "-o", tmp_path / "q"), "table width 64", "block_size 128")
     assert not (tmp_path / "q").exists()
 
 
@@ -152,6 +161,27 @@ def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
     one_line_error(r, "calibration and evaluation data must differ")
 
 
+def test_compare_lists_win_over_a_recipe(tmp_path):
+    """compare's --methods, --bits-list, --keep-list and --calib-seeds label its tables: a recipe must not replace
+    them (it once did, silently: the tables named settings that never ran)."""
+    from tests.conftest import shared_path
+
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"config": {"method": "magnitude", "bits": 8, "keep": 0.05, "seed": 3,
+                                             "block_size": 32}}))
+    dev = shared_path("data", "glue", "sst2", "dev.tsv")
+    r = run("compare", shared_path("models", "minilm-l6-sst2"), "--data", dev,
+            "--recipe", recipe, "--methods", "rtn,svd", "--bits-list", 3, "--keep-list", 0.02, "--limit", 8,
+            "--backends", "none", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "c" / "pytorch.json").read_text())["W3 keep 0.02"]
+    configs = {row["method"]: row["config"] for row in rows if row["config"] is not None}
+    assert set(configs) == {"rtn", "svd"}
+    for method, c in configs.items():
+        assert (c["method"], c["bits"], c["keep"], c["seed"]) == (method, 3, 0.02, 0)
+        assert c["block_size"] == 32  # what the lists do not set still comes from the recipe
+
+
 @pytest.mark.parametrize("args", [
     ["run", "--runs", "0"], ["run", "--limit", "-5"], ["run", "--threads", "0"], ["compare", "--runs", "0"],
     ["compare", "--limit", "0"], ["compare", "--batch-size", "0"], ["eval", "--data", "x.tsv", "--limit", "-5"],
@@ -213,3 +243,17 @@ def test_export_prints_no_library_noise(tiny_bert_dir, tmp_path):
                           str(tmp_path / "onnx")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "torchvision" not in out.stderr and "torch_dtype" not in out.stderr, out.stderr
+
+
+def test_artifacts_record_a_portable_source(tiny_bert_dir, tmp_path):
+    """No absolute path of the building machine in quant_config.json or the ONNX metadata: a local source is
+    stored relative to the output folder."""
+    import onnx
+
+    out = tmp_path / "outs" / "q"
+    assert run("quantize", tiny_bert_dir, "-o", out, "--block-size", 32).exit_code == 0
+    source = json.loads((out / "quant_config.json").read_text())["source"]
+    assert source == "../../tiny-bert" and (out / source).resolve() == tiny_bert_dir.resolve()
+    assert run("export", out, "-o", tmp_path / "onnx").exit_code == 0
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx" / "model.onnx")).metadata_props}
+    assert props["svdq_edge.source"] == "../tiny-bert"  # relative to the ONNX folder in its turn
