@@ -160,8 +160,12 @@ def test_calibrated_methods_export_and_match(tiny_model, method, structure, tmp_
 def test_encoders_without_token_types_export_only_the_inputs_their_tokenizers_give(family, tmp_path):
     """RoBERTa (one token type) and DistilBERT (no token_type_ids argument): the graph takes input_ids and
     attention_mask only, as their tokenizers produce, and matches PyTorch (W4 and FP32)."""
-    from transformers import (DistilBertConfig, DistilBertForSequenceClassification, RobertaConfig,
-                              RobertaForSequenceClassification)
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
     torch.manual_seed(0)
     if family == "roberta":
