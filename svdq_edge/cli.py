@@ -121,8 +121,9 @@ def evaluate(model, data, limit, batch_size):
     """Accuracy of MODEL (FP32 or a quantized folder) on a GLUE TSV, with n and a 95% CI."""
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.evaluate import accuracy, predict_logits
+    from svdq_edge.sources import label2id_of
 
-    ds = read_glue_tsv(data, limit)
+    ds = read_glue_tsv(data, limit, label2id_of(model))
     loaded = load_any(model)
     require_classifier(loaded)
     acc = accuracy(predict_logits(loaded.model, loaded.tokenizer, ds, batch_size), ds.labels)

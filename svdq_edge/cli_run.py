@@ -104,7 +104,15 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import build_backends, shipped_sentences
-    from svdq_edge.sources import ModelTask, detect_task, gguf_path, load_config, load_model, resolve_source
+    from svdq_edge.sources import (
+        ModelTask,
+        detect_task,
+        gguf_path,
+        label2id_of,
+        load_config,
+        load_model,
+        resolve_source,
+    )
 
     if gguf_path(model) is not None or detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM:
         raise click.UsageError("run validates encoders; for a causal LM use `svdq-edge compare MODEL --data "
@@ -113,7 +121,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     levels = _parse_levels(accuracy_levels)
     shape_list = _parse_shapes(shapes)
     provider_list = _providers(providers, fallback)
-    ds = read_glue_tsv(data, limit) if data else shipped_sentences().head(limit)
+    ds = read_glue_tsv(data, limit, label2id_of(model)) if data else shipped_sentences().head(limit)
     loaded = load_model(model)
     if data:
         require_classifier(loaded)
@@ -158,7 +166,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.pipeline import build_backends
     from svdq_edge.runtime.torch_parity import ort_checker
-    from svdq_edge.sources import load_model
+    from svdq_edge.sources import label2id_of, load_model
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     bits_values = _number_list(bits_list, "--bits-list")
@@ -174,7 +182,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         click.echo(decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
                                   out=out or DEFAULT_OUT / "compare-causal-lm"))
         return
-    ds = read_glue_tsv(data, limit)
+    ds = read_glue_tsv(data, limit, label2id_of(model))
     grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
     onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
                                              forced=LISTED, **q)

@@ -48,7 +48,7 @@ def tune(model, data, metric, max_size, out, limit, runs, threads):
     metric = metric or ("cosine" if feature else "kl")
     if feature and metric != "cosine" or not feature and metric == "cosine":
         raise click.UsageError(f"--metric {metric} does not apply to a {loaded.task.value} model")
-    ds = shipped_sentences() if feature else read_glue_tsv(data, limit)
+    ds = shipped_sentences() if feature else read_glue_tsv(data, limit, loaded.model.config.label2id)
     result = run_tune(loaded, ds, metric, max_size, out, default_space(), runs=runs, threads=threads,
                       has_labels=not feature)
     write_report(out, result)

@@ -40,12 +40,19 @@ class TextDataset:
         return TextDataset(self.task, self.text_a[:n], tb, self.labels[:n], self.path)
 
 
-def read_glue_tsv(path: str | Path, limit: int | None = None) -> TextDataset:
+def read_glue_tsv(path: str | Path, limit: int | None = None, label2id: dict[str, int] | None = None) -> TextDataset:
+    """The rows of a GLUE TSV (a UTF-8 byte-order mark is allowed, as MRPC's files have one).
+
+    Text labels (RTE's, QNLI's "entailment"/"not_entailment") become ids through the model's `label2id` when it
+    names them, whatever order the model was trained with; a model with generic names (LABEL_0, ...) gets GLUE's
+    order; a text label the model does not name is refused (the wrong task). Numeric labels are kept.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    ids = label_ids(label2id)
     csv.field_size_limit(sys.maxsize)
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = tuple(h.strip() for h in next(reader, ()))
         if header not in GLUE_LAYOUTS:
@@ -63,19 +70,27 @@ def read_glue_tsv(path: str | Path, limit: int | None = None) -> TextDataset:
             text_a.append(row[ia].strip())
             if ib is not None:
                 text_b.append(row[ib].strip())
-            labels.append(_label(row[il].strip(), path, lineno))
+            labels.append(_label(row[il].strip(), ids, path, lineno))
     if not labels:
         raise DataError(f"{path}: no rows")
     return TextDataset(task, text_a, text_b, labels, str(path)).head(limit)
 
 
-def _label(value: str, path: Path, lineno: int) -> int:
-    if value in LABEL_IDS:
-        return LABEL_IDS[value]
+def label_ids(label2id: dict[str, int] | None) -> dict[str, int]:
+    """Text label (lower case) -> id: the model's own names when it has them, GLUE's order when its names are
+    generic (LABEL_0, ...) or unknown."""
+    named = {k.lower(): int(v) for k, v in (label2id or {}).items() if not k.upper().startswith("LABEL_")}
+    return named or dict(LABEL_IDS)
+
+
+def _label(value: str, ids: dict[str, int], path: Path, lineno: int) -> int:
+    if value.lower() in ids:
+        return ids[value.lower()]
     try:
         return int(value)
     except ValueError:
-        raise DataError(f"{path}:{lineno}: unknown label {value!r}") from None
+        raise DataError(f"{path}:{lineno}: unknown label {value!r}: neither an integer id nor one of the model's "
+                        f"labels ({', '.join(sorted(ids))})") from None
 
 
 def read_text_ids(tokenizer, path: str | Path, max_tokens: int | None = None):

@@ -93,6 +93,11 @@ def resolve_source(spec: str | None) -> str:
     return spec  # a hub id: transformers resolves it (needs network or a local cache)
 
 
+def label2id_of(spec: str | None) -> dict[str, int] | None:
+    """The model's label names -> ids, from its config alone (no weights loaded), for reading labelled data."""
+    return getattr(load_config(resolve_source(spec)), "label2id", None)
+
+
 def portable_source(source: str, out_dir: str | Path) -> str:
     """What an artifact in `out_dir` records as its source: the embedded default by name, a local folder as a path
     relative to `out_dir` (no /home/... of the machine that built it), a hub id as it is."""
