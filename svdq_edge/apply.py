@@ -13,7 +13,7 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.awq_fold import FoldReport, fold_awq_scales
 from svdq_edge.calibrate import LayerStats, calibration_batches, collect_stats
-from svdq_edge.config import ConfigError, QuantConfig
+from svdq_edge.config import ConfigError, QuantConfig, synthetic_kind
 from svdq_edge.data import DataError
 from svdq_edge.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
@@ -122,11 +122,17 @@ def calibrate_model(model: nn.Module, tokenizer, config: QuantConfig,
     if not get(config.method).needs_calibration:
         return None
     if config.calib_data is None:
-        raise DataError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train TSV, or a "
-                        "text file for causal LMs)")
+        raise DataError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train TSV, a "
+                        "text file for causal LMs, or synthetic)")
     names = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]
-    data = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
-                                  config.seed)
+    kind = synthetic_kind(config.calib_data)
+    if kind is not None:
+        from svdq_edge.synthetic_calib import synthetic_batches
+
+        data = synthetic_batches(model, tokenizer, kind, config.calib_samples, config.calib_seq_len, config.seed)
+    else:
+        data = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
+                                   config.seed)
     return collect_stats(model, names, data, len(data), progress)
 
 
@@ -196,8 +202,10 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
 def check_tables(model: nn.Module, config: QuantConfig) -> None:
     """ConfigError when the token table (embedding_bits) or the output head (head_bits) would be block-quantized
     with a block that does not divide its width (GatherBlockQuantized has no padding)."""
+    if config.embedding_bits is None and config.head_bits is None:
+        return
     width = model.get_input_embeddings().weight.shape[1]
-    if (config.embedding_bits is not None or config.head_bits is not None) and width % config.block_size:
+    if width % config.block_size:
         which = "--embedding-bits" if config.head_bits is None else "--head-bits"
         raise ConfigError(f"{which}: the table width {width} is not a multiple of block_size {config.block_size}; "
                           f"use a block size dividing {width}, or --embedding-bits none (decoders: see models/)")

@@ -61,8 +61,9 @@ def quant_options(fn):
                      help="block-quantize the input token embedding (GatherBlockQuantized in ONNX); none keeps FP32"),
         click.option("--head-bits", type=click.Choice(["none", "4", "8"]), default="none", show_default=True,
                      help="block-quantize a causal LM's output head (MatMulNBits; a tied embedding shares its codes)"),
-        click.option("--calib-data", type=click.Path(path_type=Path), default=None,
-                     help="calibration file for awq/spqr/gptq/rosaq: a GLUE train TSV, or a text file (causal LMs)"),
+        click.option("--calib-data", default=None,
+                     help="calibration data for awq/spqr/gptq/rosaq: a GLUE train TSV, a text file (causal LMs), or "
+                          "synthetic[:random|:vocab|:generated] (made by the tool: no user data)"),
         click.option("--calib-samples", type=int, default=DEFAULTS.calib_samples, show_default=True,
                      help="calibration rows (TSV) or token windows (text), drawn with --seed"),
         click.option("--calib-seq-len", type=int, default=DEFAULTS.calib_seq_len, show_default=True,
@@ -123,7 +124,9 @@ def _require_calibration(config: QuantConfig) -> QuantConfig:
         if config.calib_data is None:
             raise ConfigError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train "
                               "TSV, or a text file for causal LMs)")
-        if not Path(config.calib_data).is_file():
+        from svdq_edge.config import synthetic_kind
+
+        if synthetic_kind(config.calib_data) is None and not Path(config.calib_data).is_file():
             raise ConfigError(f"{config.calib_data}: no such calibration file")
     return config
 

@@ -38,6 +38,20 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field."""
 
 
+SYNTHETIC = "synthetic"
+SYNTHETIC_KINDS = ("random", "vocab", "generated")  # svdq_edge/synthetic_calib.py
+
+
+def synthetic_kind(spec: str | None) -> str | None:
+    """The synthetic calibration kind a `calib_data` value names ("auto" for plain `synthetic`); None for a file."""
+    if spec is None or not str(spec).startswith(SYNTHETIC):
+        return None
+    kind = str(spec)[len(SYNTHETIC):].lstrip(":") or "auto"
+    if kind not in (*SYNTHETIC_KINDS, "auto"):
+        raise ConfigError(f"calib_data {spec!r}: synthetic kinds are {', '.join(SYNTHETIC_KINDS)}")
+    return kind
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """Everything that determines a quantized model, given the FP32 weights.
@@ -66,7 +80,9 @@ class QuantConfig:
                  down_proj), and each corrected layer costs two graph nodes per step (docs/decoders.md).
     skip:        module-name substrings left in FP32 (task heads by default).
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
-                 never the evaluation file) or a plain text file for causal LMs. Ignored by data-free methods.
+                 never the evaluation file) or a plain text file for causal LMs; or `synthetic[:random|:vocab|
+                 :generated]`: inputs the tool makes itself (svdq_edge/synthetic_calib.py), no user data. Ignored by
+                 data-free methods.
     calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
     kernel:      the kernel of the 8-bit layers: matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-
                  channel symmetric int8 weights run by DynamicQuantizeMatMul, which quantizes the input per tensor at
@@ -136,6 +152,7 @@ class QuantConfig:
             raise ConfigError(f"calib_seq_len must be an int in [8, 8192], got {self.calib_seq_len!r}")
         if self.calib_data is not None:
             object.__setattr__(self, "calib_data", str(self.calib_data))
+            synthetic_kind(self.calib_data)  # a misspelled synthetic kind fails here
         from svdq_edge.saliency import available  # local import: the registry imports this module
 
         if self.method not in available():
