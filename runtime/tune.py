@@ -2,9 +2,10 @@
 dynamic, keep the Pareto frontier (size x latency x fidelity loss) and export the best point within a size limit.
 
 Candidates are QuantConfigs plus a MatMulNBits accuracy level (`default_space`). Each finished candidate (quantized
-and exported) is cached under `<out>/candidates/<key>/`, keyed by its settings, so an interrupted tune goes on where
-it stopped; fidelity and latency are measured afterwards in one interleaved validation of everything, so the
-timings compare like with like.
+and exported) is cached under `<out>/models/<model key>/candidates/<key>/`, keyed by the model's fingerprint and the
+candidate's settings, so an interrupted tune goes on where it stopped and another model never reuses it. Fidelity
+and latency are measured afterwards in one interleaved validation of everything, so the timings compare like with
+like.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ def choose(rows: list[dict], max_size: float) -> dict | None:
     return min(fits, key=lambda r: (r["loss"], r["size_ratio"])) if fits else None
 
 
+def model_key(model) -> str:
+    """A folder name for the model being tuned: its config and a fingerprint of every parameter (name, shape, first
+    values, sum and sum of squares in float64), so two fine-tunes of one architecture never share a cache."""
+    import torch
+
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, p in model.named_parameters():
+        t = p.detach()
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.float().flatten()[:16].numpy().tobytes())
+        h.update(torch.stack([t.double().sum(), t.double().pow(2).sum()]).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def cached(work: Path, c: Candidate) -> Path | None:
     """The candidate's exported folder when a previous tune finished it."""
     folder = work / "candidates" / c.key
@@ -103,6 +118,7 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    work = work / "models" / model_key(loaded.model)  # the cache of this model's builds
     work.mkdir(parents=True, exist_ok=True)
     graph = "fused" if fused_unsupported_reason(loaded.model.config) is None else "traced"
     fp32 = work / "fp32"

@@ -85,3 +85,14 @@ def test_tune_refuses_a_size_no_candidate_reaches(tiny_encoder_dir, tmp_path):
     res = CliRunner().invoke(main, ["tune", str(tiny_encoder_dir), "--out", str(tmp_path / "t"), "--runs", "1",
                                     "--max-size", "0.01"])
     assert res.exit_code == 1 and "no candidate within --max-size 0.01" in res.output
+
+
+def test_two_models_never_share_a_cache():
+    from svdq_edge.runtime.tune import model_key
+    from tests.conftest import tiny_bert
+
+    a, b = tiny_bert(), tiny_bert()
+    assert model_key(a) == model_key(b)
+    with torch.no_grad():
+        b.bert.encoder.layer[1].output.dense.weight[40, 100] += 0.01  # another fine-tune of the same architecture
+    assert model_key(a) != model_key(b)
