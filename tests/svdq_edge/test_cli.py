@@ -32,6 +32,9 @@ def test_quantize_inspect_round_trip(tiny_bert_dir, tmp_path):
     assert meta["config"]["bits"] == 3 and meta["config"]["rank"] == 4
     r = run("inspect", out)
     assert r.exit_code == 0 and "bert.encoder.layer.1.output.dense" in r.output and "13 layers" in r.output
+    # how it was made, in words: saliency, structure and budget, where the statistics came from
+    assert "method: svd: |W_r|" in r.output and "structure: channel, 1% of each layer's weights" in r.output
+    assert "data-free: no calibration inputs, no H" in r.output and "| kept |" in r.output
 
 
 def test_mixed_precision_is_saved_and_inspected(tiny_bert_dir, tmp_path):
@@ -149,6 +152,8 @@ def test_calibrated_quantize_records_its_calibration(tiny_bert_dir, tmp_path):
     assert (c["method"], c["calib_data"], c["calib_samples"], c["seed"]) == ("awq", str(tsv), 8, 3)
     folds = meta["report"]["awq_folds"]
     assert [f["producer"] for f in folds] == [f"bert.encoder.layer.{i}.attention.self.value" for i in range(2)]
+    r = run("inspect", tmp_path / "q")
+    assert f"H = X^T X from the calibration file {tsv}: 8 samples of up to 128 tokens" in r.output
 
 
 def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
