@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from svdq_edge.int8 import dynamic_quantize
 from svdq_edge.logs import configure
+from svdq_edge.synthetic_calib import random_tokens
 from svdq_edge.table import markdown_table
 
 
@@ -67,7 +68,7 @@ def activation_stats(model: nn.Module, names: list[str]) -> tuple[dict[str, Tens
             count[n] = count.get(n, 0) + x.shape[0]
             peak[n] = torch.maximum(peak.get(n, torch.zeros(x.shape[1])), x.amax(0))
         hooks.append(model.get_submodule(n).register_forward_hook(hook))
-    ids = torch.randint(0, model.config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
+    ids = random_tokens(model, 8, 128, seed=0)
     with torch.no_grad():
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     for h in hooks:

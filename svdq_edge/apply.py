@@ -21,7 +21,8 @@ from svdq_edge.head import install_head, output_head, require_head
 from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
-from svdq_edge.sensitivity import group_sensitivity, random_tokens
+from svdq_edge.sensitivity import group_sensitivity
+from svdq_edge.synthetic_calib import random_tokens, synthetic_batches
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,7 @@ def synthetic_input_scales(model: nn.Module, names: list[str], n_seqs: int = 8, 
     No dataset is read: the inputs are uniform random token sequences, so the statistics reflect the model's own
     LayerNorm gains, biases and upstream weights rather than any corpus.
     """
-    vocab = model.config.vocab_size
-    max_pos = getattr(model.config, "max_position_embeddings", seq_len) or seq_len
-    seq_len = min(seq_len, max_pos)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (n_seqs, seq_len), generator=g)
+    ids = random_tokens(model, n_seqs, seq_len, seed)
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
 
@@ -127,8 +124,6 @@ def calibrate_model(model: nn.Module, tokenizer, config: QuantConfig,
     names = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]
     kind = synthetic_kind(config.calib_data)
     if kind is not None:
-        from svdq_edge.synthetic_calib import synthetic_batches
-
         data = synthetic_batches(model, tokenizer, kind, config.calib_samples, config.calib_seq_len, config.seed)
     else:
         data = calibration_batches(tokenizer, config.calib_data, config.calib_samples, config.calib_seq_len,
@@ -175,11 +170,10 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         module = model.get_submodule(name)
         W = linear_weight(module).detach().float()
         _check_finite(name, W)
-        st = None if stats is None else stats.get(name)
-        ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
-        mixed = chosen.pop(name, None) or decompose(W, config.for_layer(name), ctx)
+        layer = config.for_layer(name)
+        mixed = chosen.pop(name, None) or decompose(W, layer, _score_context(stats, name))
         report.layers.append(layer_report(name, W, mixed))
-        set_module(model, name, QuantLinear(mixed, module.bias, config.for_layer(name).kernel.value))
+        set_module(model, name, QuantLinear(mixed, module.bias, layer.kernel.value))
         del module, W, mixed
     shared = False
     if config.head_bits is not None:
@@ -221,17 +215,22 @@ def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, s
     for name in tqdm(names, desc=f"quantize W{config.bits} and W8", disable=not progress):
         W = linear_weight(model.get_submodule(name)).detach().float()
         _check_finite(name, W)
-        st = None if stats is None else stats.get(name)
-        ctx = ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
+        ctx = _score_context(stats, name)
         n_weights += W.numel()
         results[name] = {b: decompose(W, config.replace(layer_bits={name: b}).for_layer(name), ctx)
                          for b in (config.bits, 8)}
         cost[name] = {b: m.bits_per_weight() * W.numel() for b, m in results[name].items()}
     low = {n: r[config.bits] for n, r in results.items()}
     groups = packed_groups(names)
-    sensitivity = group_sensitivity(model, groups, low, random_tokens(model, seed=config.seed), progress)
+    sensitivity = group_sensitivity(model, groups, low, random_tokens(model, 4, 128, config.seed), progress)
     assignment = assign_bits(cost, sensitivity, n_weights, config.bits_budget, config.bits)
     return config.replace(layer_bits=assignment), {n: results[n][b] for n, b in assignment.items()}
+
+
+def _score_context(stats: dict[str, LayerStats] | None, name: str) -> ScoreContext:
+    """What a saliency method may read for layer `name`: its input scales and X^T X, when statistics exist."""
+    st = None if stats is None else stats.get(name)
+    return ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
 
 
 def _check_finite(name: str, W: Tensor) -> None:

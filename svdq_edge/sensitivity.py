@@ -20,13 +20,6 @@ from svdq_edge.decompose import MixedWeight
 from svdq_edge.modules import QuantLinear, set_module
 
 
-def random_tokens(model: nn.Module, n_seqs: int = 4, seq_len: int = 128, seed: int = 0) -> Tensor:
-    """int64 [n_seqs, seq_len] uniform random token ids (within the model's positions)."""
-    max_pos = getattr(model.config, "max_position_embeddings", seq_len) or seq_len
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.config.vocab_size, (n_seqs, min(seq_len, max_pos)), generator=g)
-
-
 @torch.no_grad()
 def model_output(model: nn.Module, ids: Tensor) -> Tensor:
     """float32: the logits when the model has a head ([n_seqs, (seq_len,) classes]), else the mean-pooled last

@@ -100,10 +100,11 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         W = W.T.contiguous() if isinstance(module, Conv1D) else W  # Conv1D stores [in, out]
         if not torch.isfinite(W).all():
             raise ValueError(f"layer {name}: weight contains NaN or Inf")
-        mixed = decompose(W, config.for_layer(name), ScoreContext())
+        layer = config.for_layer(name)
+        mixed = decompose(W, layer, ScoreContext())
         report.layers.append(layer_report(name, W, mixed))
         bias = weights.read(f"{name}.bias") if module.bias is not None else None
-        set_module(model, name, QuantLinear(mixed, bias, config.for_layer(name).kernel.value))
+        set_module(model, name, QuantLinear(mixed, bias, layer.kernel.value))
         del W, mixed
     shared = _quantize_head(model, weights, config, report)
     if config.embedding_bits is not None and not shared:

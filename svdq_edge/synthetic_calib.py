@@ -15,8 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from svdq_edge.config import synthetic_kind  # noqa: F401  (re-exported: the kind a calib_data value names)
 from svdq_edge.sources import ModelTask, detect_task
+
+
+def random_tokens(model: nn.Module, n_seqs: int, seq_len: int, seed: int) -> Tensor:
+    """int64 [n_seqs, L] uniform random token ids, L = seq_len clipped to the model's positions. The data-free
+    inputs of the activation-scale estimate, the mixed-precision sensitivity and `synthetic:random`."""
+    max_pos = getattr(model.config, "max_position_embeddings", seq_len) or seq_len
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (n_seqs, min(seq_len, max_pos)), generator=g)
 
 
 def synthetic_batches(model: nn.Module, tokenizer, kind: str, n: int, seq_len: int, seed: int,
@@ -27,13 +34,13 @@ def synthetic_batches(model: nn.Module, tokenizer, kind: str, n: int, seq_len: i
         kind = "generated" if causal else "vocab"
     if kind == "generated" and not causal:
         raise ValueError("synthetic:generated needs a causal LM (encoders: synthetic:vocab or synthetic:random)")
-    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        ids = random_tokens(model, n, seq_len, seed)
+        return _split({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, batch_size)
     max_pos = getattr(model.config, "max_position_embeddings", seq_len) or seq_len
     seq_len = min(seq_len, max_pos)
-    if kind == "random":
-        ids = torch.randint(0, model.config.vocab_size, (n, seq_len), generator=g)
-        return _split({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, batch_size)
     if kind == "vocab":
+        g = torch.Generator().manual_seed(seed)
         return _split(vocab_sequences(tokenizer, model.config.vocab_size, n, seq_len, g), batch_size)
     return _split(generated_sequences(model, tokenizer, n, seq_len, seed, batch_size), batch_size)
 

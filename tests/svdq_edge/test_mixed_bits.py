@@ -9,7 +9,8 @@ from svdq_edge.apply import find_targets, linear_weight, quantize_model
 from svdq_edge.config import ConfigError, Kernel, QuantConfig
 from svdq_edge.decompose import decompose
 from svdq_edge.mixed_bits import assign_bits, packed_groups
-from svdq_edge.sensitivity import group_sensitivity, random_tokens
+from svdq_edge.sensitivity import group_sensitivity
+from svdq_edge.synthetic_calib import random_tokens
 from tests.conftest import tiny_bert, tiny_llama
 
 
@@ -106,6 +107,6 @@ def test_sensitivity_ranks_a_worse_quantization_higher_and_restores_the_model():
     low = {n: decompose(W[n], QuantConfig(block_size=32, keep=0.0)) for n in names}
     victim = "bert.encoder.layer.0.attention.output.dense"
     low[victim] = decompose(W[victim], QuantConfig(bits=2, block_size=32, keep=0.0))
-    s = group_sensitivity(model, packed_groups(names), low, random_tokens(model), progress=False)
+    s = group_sensitivity(model, packed_groups(names), low, random_tokens(model, 4, 128, 0), progress=False)
     assert max(s, key=s.get) == (victim,)
     assert all(model.get_submodule(n) is before[n] for n in names)
