@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsupported_reason
@@ -108,7 +109,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     family is covered. The report and model.onnx's metadata say which path was taken.
     """
     if graph not in GRAPHS:
-        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        raise UserError(f"graph must be one of {GRAPHS}, got {graph!r}")
     out = prepare_output(out_dir, overwrite)
     start = time.perf_counter()
     path = _graph_path(loaded, graph)

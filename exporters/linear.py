@@ -34,6 +34,7 @@ from svdq_edge.decompose import (
     LowRankCorrection,
     MixedWeight,
 )
+from svdq_edge.errors import UserError
 from svdq_edge.packing import PackedWeight, QuantFormat, split_halves, unpack_zero_points
 
 MS_DOMAIN = "com.microsoft"
@@ -130,7 +131,7 @@ class AccuracyLevels:
     def __post_init__(self) -> None:
         for level in (self.default, *(lv for _, lv in self.by_bits)):
             if level not in range(5):
-                raise ValueError(f"accuracy level must be in 0-4, got {level}")
+                raise UserError(f"accuracy level must be in 0-4, got {level}")
 
     def for_bits(self, bits: int) -> int:
         return dict(self.by_bits).get(bits, self.default)
@@ -149,7 +150,7 @@ class AccuracyLevels:
                 raise ValueError
             return cls(int(first), pairs)
         except ValueError:
-            raise ValueError(f"accuracy level {value!r}: expected a level 0-4, optionally followed by bits:level "
+            raise UserError(f"accuracy level {value!r}: expected a level 0-4, optionally followed by bits:level "
                              "overrides (e.g. 0,8:4)") from None
 
     def __str__(self) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 
+from svdq_edge.errors import UserError
+
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
@@ -64,7 +66,7 @@ BASELINES: dict[str, Callable[[Path, Path], None]] = {
 def build_baseline(name: str, fp32_dir: Path, out_dir: Path) -> Path:
     """Write baseline `name` from the FP32 ONNX folder into `out_dir` (created); returns out_dir."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("building %s", name)
     BASELINES[name](fp32_dir, out_dir)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from svdq_edge.errors import UserError
+
 PAST_PREFIX = "past_key_values."
 
 
@@ -59,7 +61,7 @@ class OnnxDecoder:
 
     def __init__(self, session: ort.InferenceSession):
         if not is_decoder(session):
-            raise ValueError("this ONNX model has no past_key_values inputs: export a causal LM with svdq-edge export")
+            raise UserError("this ONNX model has no past_key_values inputs: export a causal LM with svdq-edge export")
         self.session = session
         self.outputs = [o.name for o in session.get_outputs()]
 

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import onnx
 
+from svdq_edge.errors import UserError
+
 GENAI_MODULE = "onnxruntime_genai"
 
 
-class GenaiError(RuntimeError):
+class GenaiError(UserError, RuntimeError):
     """onnxruntime-genai is missing or its builder failed; the message is one line."""
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from svdq_edge.errors import UserError
 from svdq_edge.runtime.decoder import OnnxDecoder
 
 
@@ -22,11 +23,11 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+            raise UserError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def next_token(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) -> int:
@@ -49,7 +50,7 @@ def generate_ids(decoder: OnnxDecoder, prompt_ids: list[int], max_new_tokens: in
                  cfg: SamplingConfig | None = None, eos_ids: frozenset[int] = frozenset()) -> Iterator[int]:
     """Yield up to `max_new_tokens` new token ids (stopping after an end-of-sequence id)."""
     if not prompt_ids:
-        raise ValueError("the prompt encodes to no tokens")
+        raise UserError("the prompt encodes to no tokens")
     cfg = cfg or SamplingConfig()
     rng = np.random.default_rng(cfg.seed)
     logits, state = decoder.prefill(np.asarray([prompt_ids], dtype=np.int64))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from svdq_edge.errors import UserError
 from svdq_edge.runtime.decoder import decoder_feed, is_decoder
 
 
@@ -44,7 +45,7 @@ def synthetic_feed(session: ort.InferenceSession, batch: int, seq: int, vocab: i
             feed[i.name] = np.zeros((batch, seq), dtype=np.int64) if i.name == "token_type_ids" else \
                 np.tile(np.arange(seq, dtype=np.int64), (batch, 1))
         else:
-            raise ValueError(f"cannot synthesise model input {i.name!r}")
+            raise UserError(f"cannot synthesise model input {i.name!r}")
     return feed
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from svdq_edge.errors import UserError
 from svdq_edge.lm import target_nll
 from svdq_edge.runtime.decoder import decoder_feed
 
@@ -37,7 +38,7 @@ def windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int,
     earlier window scored, so every token after the first is scored once, with at least max_length - stride tokens
     of context (except near the start). stride < max_length, so each window's first scored token has context."""
     if not 1 <= stride < max_length:
-        raise ValueError(f"stride must be in [1, max_length - 1], got {stride} (max_length {max_length})")
+        raise UserError(f"stride must be in [1, max_length - 1], got {stride} (max_length {max_length})")
     out, prev_end = [], 0
     for begin in range(0, n_tokens, stride):
         end = min(begin + max_length, n_tokens)

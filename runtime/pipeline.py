@@ -11,6 +11,7 @@ from pathlib import Path
 from svdq_edge.apply import calibrate_model, quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.export import SizeReport, export_onnx
 from svdq_edge.io import save_quantized
 from svdq_edge.runtime.baselines import BASELINES, build_baseline
@@ -49,7 +50,7 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
     sizes = {"fp32": fp32_sizes}
     for name in baselines:
         if name not in BASELINES:
-            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+            raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         backends.append(Backend(name, build_baseline(name, fp32_dir, work / name), "onnxruntime.quantization"))
     for label, config in configs.items():
         q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from svdq_edge.errors import UserError
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-class ProviderError(RuntimeError):
+class ProviderError(UserError, RuntimeError):
     """The requested execution provider is not available; the message says what is and how to get it."""
 
 
@@ -39,7 +41,7 @@ def make_session(model: str | Path | bytes, provider: str = "cpu", threads: int 
     so = ort.SessionOptions()
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise UserError(f"threads must be >= 1, got {threads}")
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
@@ -47,7 +49,7 @@ def make_session(model: str | Path | bytes, provider: str = "cpu", threads: int 
     if not isinstance(model, bytes) and Path(model).is_dir():
         path_or_bytes = str(Path(model) / "model.onnx")
     if not isinstance(path_or_bytes, bytes) and not Path(path_or_bytes).is_file():
-        raise FileNotFoundError(f"{path_or_bytes}: no such ONNX file")
+        raise UserError(f"{path_or_bytes}: no such ONNX file")
     sess = ort.InferenceSession(path_or_bytes, so, providers=providers)
     if PROVIDERS[provider] not in sess.get_providers():
         raise ProviderError(f"onnxruntime did not enable {provider!r} for this model (got {sess.get_providers()})")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svdq_edge.config import QuantConfig
+from svdq_edge.errors import UserError
 
 METRICS = ("kl", "accuracy", "cosine")
 DONE = "candidate.json"
@@ -117,7 +118,7 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
     from svdq_edge.sources import LoadedModel
 
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise UserError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     work = work / "models" / model_key(loaded.model)  # the cache of this model's builds
     work.mkdir(parents=True, exist_ok=True)
     graph = "fused" if fused_unsupported_reason(loaded.model.config) is None else "traced"
@@ -150,7 +151,7 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
                "cosine": 1.0 if reference and r.cosine_mean is None else r.cosine_mean,
                "accuracy": None if r.acc is None else r.acc.value}
         if row[metric] is None:
-            raise ValueError(f"metric {metric!r} does not apply to this model and data")
+            raise UserError(f"metric {metric!r} does not apply to this model and data")
         row["loss"] = loss_of(row, metric)
         rows.append(row)
     first = f"{shapes[0][0]}x{shapes[0][1]}"

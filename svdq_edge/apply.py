@@ -22,6 +22,7 @@ from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
 from svdq_edge.sensitivity import group_sensitivity
+from svdq_edge.sources import ModelSourceError
 from svdq_edge.synthetic_calib import random_tokens, synthetic_batches
 
 log = logging.getLogger(__name__)
@@ -142,10 +143,10 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     check_tables(model, config)  # before any slow step: a table GatherBlockQuantized cannot hold fails at once
     targets = find_targets(model, config.skip, head_apart=config.head_bits is not None)
     if not targets:
-        raise ValueError("no linear layers to quantize (all skipped or none present)")
+        raise ConfigError("no linear layers to quantize (all skipped or none present)")
     method = get(config.method)
     if method.needs_calibration and stats is None:
-        raise ValueError(f"method {config.method!r} needs calibration data (--calib-data: a GLUE train TSV or a "
+        raise DataError(f"method {config.method!r} needs calibration data (--calib-data: a GLUE train TSV or a "
                          "text file)")
     assign = config.bits_budget is not None and not config.layer_bits
     if method.uses_input_scale and stats is None:
@@ -235,4 +236,4 @@ def _score_context(stats: dict[str, LayerStats] | None, name: str) -> ScoreConte
 
 def _check_finite(name: str, W: Tensor) -> None:
     if not torch.isfinite(W).all():
-        raise ValueError(f"layer {name}: weight contains NaN or Inf")
+        raise ModelSourceError(f"layer {name}: weight contains NaN or Inf")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.errors import UserError
 from svdq_edge.logs import configure
 from svdq_edge.memory import bound_heap
 
@@ -194,9 +195,9 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
     prepare_output(output, overwrite)
     quantized = model is not None and is_quantized_dir(model)
     if quantized and fp32:
-        raise ValueError(f"{model}: a quantized folder has no FP32 weights to export (drop --fp32)")
+        raise UserError(f"{model}: a quantized folder has no FP32 weights to export (drop --fp32)")
     if not quantized and not fp32:
-        raise ValueError(f"{model or 'the default model'}: not a quantized folder; run `svdq-edge quantize` "
+        raise UserError(f"{model or 'the default model'}: not a quantized folder; run `svdq-edge quantize` "
                          "first, or pass --fp32 to export the FP32 model")
     config = None
     if quantized:

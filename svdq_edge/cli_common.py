@@ -9,26 +9,38 @@ from pathlib import Path
 import click
 
 from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure
-from svdq_edge.data import DataError
-from svdq_edge.outputs import OutputExistsError
+from svdq_edge.errors import UserError
 from svdq_edge.sources import ModelSourceError
 
 DEFAULTS = QuantConfig.defaults()
-USER_ERRORS = (ConfigError, ModelSourceError, DataError, OutputExistsError, ValueError, FileNotFoundError,
-               RuntimeError)
+# a user's mistake (UserError) or the system's answer about a file (OSError: missing, unreadable, disk full)
+USER_ERRORS = (UserError, OSError)
 
 
 def user_errors(fn):
-    """Turn expected failures into one-line `Error: ...` messages (exit code 1) instead of tracebacks."""
+    """User errors become one-line `Error: ...` messages (exit code 1). Anything else is a bug: one line with its
+    type and a hint, or the full traceback when the user asked for -v."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
         except USER_ERRORS as e:
-            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise click.ClickException(_first_line(e)) from None
+        except Exception as e:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and ctx.find_root().params.get("verbose"):
+                raise
+            raise click.ClickException(f"{type(e).__name__}: {_first_line(e)} (unexpected: run with -v for the "
+                                       "traceback)") from None
 
     return wrapper
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def quant_options(fn):
@@ -136,9 +148,9 @@ def read_recipe(path: Path) -> dict:
     try:
         recipe = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable JSON recipe ({e})") from None
+        raise ConfigError(f"{path}: not a readable JSON recipe ({e})") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("config"), dict):
-        raise ValueError(f"{path}: a recipe needs a \"config\" object")
+        raise ConfigError(f"{path}: a recipe needs a \"config\" object")
     return recipe
 
 
@@ -146,6 +158,6 @@ def require_classifier(loaded) -> None:
     from svdq_edge.sources import ModelTask
 
     if loaded.task is not ModelTask.SEQUENCE_CLASSIFICATION:
-        raise ValueError(f"{loaded.source}: a sequence-classification model is needed for GLUE accuracy")
+        raise ModelSourceError(f"{loaded.source}: a sequence-classification model is needed for GLUE accuracy")
     if loaded.tokenizer is None:
-        raise ValueError(f"{loaded.source}: no tokenizer files")
+        raise ModelSourceError(f"{loaded.source}: no tokenizer files")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.cli_common import user_errors
+from svdq_edge.errors import UserError
 
 
 @click.command()
@@ -36,7 +37,7 @@ def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, 
     cfg = SamplingConfig(temperature, top_k, top_p, seed)
     tokenizer = load_tokenizer(str(onnx_dir))
     if tokenizer is None:
-        raise ValueError(f"{onnx_dir}: no tokenizer files next to model.onnx")
+        raise UserError(f"{onnx_dir}: no tokenizer files next to model.onnx")
     ids = prompt_ids(tokenizer, prompt, chat)
     runtime = pick_runtime(onnx_dir, runtime)
     tokens = _token_stream(onnx_dir, runtime, ids, max_new_tokens, cfg, tokenizer, provider, threads)
@@ -56,9 +57,9 @@ def pick_runtime(onnx_dir: Path, runtime: str) -> str:
 
     if runtime == "genai":
         if not genai_available():
-            raise ValueError("--runtime genai needs onnxruntime-genai: pip install 'svdq-edge[genai]'")
+            raise UserError("--runtime genai needs onnxruntime-genai: pip install 'svdq-edge[genai]'")
         if not is_genai_folder(onnx_dir):
-            raise ValueError(f"{onnx_dir}: no genai_config.json (export it with the fused graph)")
+            raise UserError(f"{onnx_dir}: no genai_config.json (export it with the fused graph)")
         return "genai"
     if runtime == "auto" and genai_available() and is_genai_folder(onnx_dir):
         return "genai"

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.errors import UserError
 
 DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
 DEFAULT_OUT = Path("svdq-edge-out")
@@ -54,9 +55,9 @@ def _parse_shapes(text: str) -> list[tuple[int, int]]:
     try:
         shapes = [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--shapes must look like 1x128,8x128, got {text!r}") from None
+        raise UserError(f"--shapes must look like 1x128,8x128, got {text!r}") from None
     if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
-        raise ValueError(f"--shapes must look like 1x128,8x128, got {text!r}")
+        raise UserError(f"--shapes must look like 1x128,8x128, got {text!r}")
     return shapes
 
 
@@ -261,5 +262,5 @@ def _number_list(text: str, option: str, convert=int, what: str = "integers", al
     except ValueError:
         values = []
     if not values or (allowed is not None and any(v not in allowed for v in values)):
-        raise ValueError(f"{option} must be a comma-separated list of {what}, got {text!r}")
+        raise UserError(f"{option} must be a comma-separated list of {what}, got {text!r}")
     return values

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from svdq_edge.apply import calibrate_model, find_targets, linear_weight, quantize_model
 from svdq_edge.awq_fold import folded_reference
 from svdq_edge.config import QuantConfig
-from svdq_edge.data import TextDataset
+from svdq_edge.data import DataError, TextDataset
 from svdq_edge.evaluate import Accuracy, accuracy, batches, correct_mask, kl_divergence, predict_logits, top1_agreement
 from svdq_edge.fidelity import capture_inputs, output_error
 from svdq_edge.io import quantized_layers
@@ -72,7 +72,7 @@ def compare_methods(loaded: LoadedModel, data: TextDataset, configs: dict[str, Q
     tok = loaded.tokenizer
     if data.path and any(c.calib_data and Path(c.calib_data).resolve() == Path(data.path).resolve()
                          for c in configs.values()):
-        raise ValueError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
+        raise DataError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
     ref_logits = predict_logits(fp32, tok, data, batch_size, progress=progress, desc="fp32")
     fp32_correct = correct_mask(ref_logits, data.labels)
     results = [MethodResult("fp32", None, ref_logits, accuracy(ref_logits, data.labels))]

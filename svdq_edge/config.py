@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import SimpleNamespace
 
+from svdq_edge.errors import UserError
+
 SUPPORTED_BITS = (2, 3, 4, 8)
 HEAD_BITS = (4, 8)  # MatMulNBits widths with a fast CPU path that GatherBlockQuantized also reads
 DEFAULT_SKIP = ("classifier", "pooler", "lm_head", "score", "qa_outputs")
@@ -34,7 +36,7 @@ class Kernel(str, Enum):
     INT8 = "int8"  # per-output-channel symmetric int8 weights, DynamicQuantizeMatMul (int8 x int8 at run time)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is out of range; the message names the field."""
 
 

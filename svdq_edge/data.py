@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from svdq_edge.errors import UserError
+
 # header columns -> (task, first text column, second text column or None, label column)
 GLUE_LAYOUTS = {
     ("sentence", "label"): ("sst2", "sentence", None, "label"),
@@ -18,7 +20,7 @@ GLUE_LAYOUTS = {
 LABEL_IDS = {"entailment": 0, "not_entailment": 1}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file is missing or malformed; the message is one line naming it."""
 
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
 from svdq_edge.config import Kernel, QuantConfig, Structure
+from svdq_edge.data import DataError
 from svdq_edge.gptq import gptq_quantize
 from svdq_edge.packing import PackedWeight, pack, unpack
 from svdq_edge.saliency import ScoreContext, get
@@ -202,7 +203,7 @@ def _quantizer(config: QuantConfig, ctx: ScoreContext, error_feedback: bool):
     if not error_feedback:
         return lambda W, exclude: (quantize_blockwise(W, exclude=exclude, **quant), W)
     if ctx.hessian is None:
-        raise ValueError(f"method {config.method!r} needs calibration statistics (the layer's X^T X)")
+        raise DataError(f"method {config.method!r} needs calibration statistics (the layer's X^T X)")
     return lambda W, exclude: gptq_quantize(W, ctx.hessian, exclude=exclude, **quant)
 
 

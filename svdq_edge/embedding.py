@@ -10,8 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
+from svdq_edge.config import ConfigError
 from svdq_edge.modules import module_name, set_module
 from svdq_edge.packing import PackedWeight, pack, unpack
+from svdq_edge.sources import ModelSourceError
 
 EMBEDDING_BITS = (2, 4, 8)  # the widths GatherBlockQuantized reads from uint8 data
 
@@ -75,11 +77,11 @@ def quantize_embedding_table(E: Tensor, bits: int, block_size: int, symmetric: b
                              clip: bool = False) -> PackedWeight:
     """Pack E [vocab, hidden]; hidden must be a multiple of block_size (GatherBlockQuantized has no padding)."""
     if bits not in EMBEDDING_BITS:
-        raise ValueError(f"embedding bits must be one of {EMBEDDING_BITS}, got {bits}")
+        raise ConfigError(f"embedding bits must be one of {EMBEDDING_BITS}, got {bits}")
     if E.shape[1] % block_size:
-        raise ValueError(f"embedding width {E.shape[1]} is not a multiple of block_size {block_size}")
+        raise ConfigError(f"embedding width {E.shape[1]} is not a multiple of block_size {block_size}")
     if not torch.isfinite(E).all():
-        raise ValueError("embedding table contains NaN or Inf")
+        raise ModelSourceError("embedding table contains NaN or Inf")
     return pack(quantize_blockwise(E.detach().float(), bits, block_size, symmetric=symmetric, clip=clip))
 
 

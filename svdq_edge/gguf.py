@@ -14,12 +14,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from svdq_edge.errors import UserError
 from svdq_edge.outputs import commit_output
 
 SMOLLM2_ALIAS = "smollm2"
 
 
-class GGUFError(RuntimeError):
+class GGUFError(UserError, RuntimeError):
     """A GGUF source cannot be found, read or converted; the message is one line."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from svdq_edge.config import ConfigError
 from svdq_edge.decompose import MixedWeight
 from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.modules import QuantLinear, module_name, set_module
@@ -29,7 +30,7 @@ def require_head(model: nn.Module) -> tuple[str, nn.Linear]:
     """output_head, or a one-line error when head_bits asks for a head the model does not have."""
     found = output_head(model)
     if found is None:
-        raise ValueError("head_bits is set but the model has no linear output head")
+        raise ConfigError("head_bits is set but the model has no linear output head")
     return found
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from svdq_edge.apply import QuantReport
 from svdq_edge.config import QuantConfig, TranscodeConfig, config_from_dict
 from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.errors import UserError
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.outputs import commit_output, prepare_output
 from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer, portable_source
@@ -77,7 +78,7 @@ def _dedupe_shared(state: dict[str, torch.Tensor], own_copy: set[str]) -> dict[s
 def read_quant_meta(path: str | Path) -> dict:
     meta = json.loads((Path(path) / QUANT_CONFIG_FILE).read_text())
     if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported quantized-folder format {meta.get('format')!r}")
+        raise UserError(f"{path}: unsupported quantized-folder format {meta.get('format')!r}")
     return meta
 
 
@@ -102,11 +103,11 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | Transco
     try:
         materialize(model, state.__getitem__, state.__contains__)
     except StreamError as e:
-        raise ValueError(f"{path}: weights do not match the model ({e})") from None
+        raise UserError(f"{path}: weights do not match the model ({e})") from None
     used |= {n for n, _ in [*model.named_parameters(), *model.named_buffers()]}
     unexpected = sorted(set(state) - used)
     if unexpected:
-        raise ValueError(f"{path}: weights do not match the model (unexpected {unexpected[:3]})")
+        raise UserError(f"{path}: weights do not match the model (unexpected {unexpected[:3]})")
     model.eval()
     config = config_from_dict(meta["config"])
     source = meta["source"]  # relative to this folder when it was a local one (portable_source)

@@ -14,11 +14,13 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from svdq_edge.errors import UserError
+
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
 
-class LazyWeightsError(FileNotFoundError):
+class LazyWeightsError(UserError, FileNotFoundError):
     """The folder has no safetensors weights, or a tensor is missing; the message is one line."""
 
 

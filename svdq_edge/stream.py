@@ -19,21 +19,22 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.apply import LayerReport, QuantReport, check_tables, find_targets, layer_report
 from svdq_edge.blockwise import dequantize_blockwise
-from svdq_edge.config import QuantConfig
+from svdq_edge.config import ConfigError, QuantConfig
 from svdq_edge.decompose import decompose
 from svdq_edge.embedding import QuantEmbedding, quantize_embedding_table
+from svdq_edge.errors import UserError
 from svdq_edge.head import install_head, require_head
 from svdq_edge.lazy import LazyWeights
 from svdq_edge.modules import QuantLinear, module_name, set_module
 from svdq_edge.packing import PackedWeight, unpack
 from svdq_edge.saliency import ScoreContext, get
-from svdq_edge.sources import LoadedModel, auto_class, detect_task, load_config, load_tokenizer
+from svdq_edge.sources import LoadedModel, ModelSourceError, auto_class, detect_task, load_config, load_tokenizer
 
 log = logging.getLogger(__name__)
 TABLE_ROWS = 1024  # rows of a token table read at once (6 MB at hidden 1536; quantizing takes ~10x that)
 
 
-class StreamError(RuntimeError):
+class StreamError(UserError, RuntimeError):
     """The model cannot be built lazily (a tensor neither stored nor rebuildable); use the in-memory path."""
 
 
@@ -93,13 +94,13 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
     report = QuantReport(config)
     targets = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]
     if not targets:
-        raise ValueError("no linear layers to quantize (all skipped or none present)")
+        raise ConfigError("no linear layers to quantize (all skipped or none present)")
     for name in tqdm(targets, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
         module = model.get_submodule(name)
         W = weights.read(f"{name}.weight")
         W = W.T.contiguous() if isinstance(module, Conv1D) else W  # Conv1D stores [in, out]
         if not torch.isfinite(W).all():
-            raise ValueError(f"layer {name}: weight contains NaN or Inf")
+            raise ModelSourceError(f"layer {name}: weight contains NaN or Inf")
         layer = config.for_layer(name)
         mixed = decompose(W, layer, ScoreContext())
         report.layers.append(layer_report(name, W, mixed))

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from svdq_edge.sources import ModelTask, detect_task
+from svdq_edge.config import ConfigError
+from svdq_edge.sources import ModelSourceError, ModelTask, detect_task
 
 
 def random_tokens(model: nn.Module, n_seqs: int, seq_len: int, seed: int) -> Tensor:
@@ -33,7 +34,7 @@ def synthetic_batches(model: nn.Module, tokenizer, kind: str, n: int, seq_len: i
     if kind == "auto":
         kind = "generated" if causal else "vocab"
     if kind == "generated" and not causal:
-        raise ValueError("synthetic:generated needs a causal LM (encoders: synthetic:vocab or synthetic:random)")
+        raise ConfigError("synthetic:generated needs a causal LM (encoders: synthetic:vocab or synthetic:random)")
     if kind == "random":
         ids = random_tokens(model, n, seq_len, seed)
         return _split({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, batch_size)
@@ -48,7 +49,7 @@ def synthetic_batches(model: nn.Module, tokenizer, kind: str, n: int, seq_len: i
 def vocab_sequences(tokenizer, vocab: int, n: int, seq_len: int, g: torch.Generator) -> dict[str, Tensor]:
     """[CLS] w_1 .. w_m [SEP] + padding, w uniform over the plain vocabulary, m + 2 uniform in [8, seq_len]."""
     if tokenizer is None:
-        raise ValueError("synthetic:vocab needs the model's tokenizer (its special tokens), and there is none")
+        raise ModelSourceError("synthetic:vocab needs the model's tokenizer (its special tokens), and there is none")
     special = set(tokenizer.all_special_ids)
     tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
     plain = torch.tensor([i for i, t in enumerate(tokens) if i not in special and t is not None and not _marker(t)])
@@ -76,7 +77,7 @@ def generated_sequences(model: nn.Module, tokenizer, n: int, seq_len: int, seed:
     if bos is None and tokenizer is not None:
         bos = tokenizer.bos_token_id
     if bos is None:
-        raise ValueError("synthetic:generated needs a BOS token id in the model config or tokenizer")
+        raise ModelSourceError("synthetic:generated needs a BOS token id in the model config or tokenizer")
     torch.manual_seed(seed)  # generate() samples from the global generator
     model.eval()
     rows = []

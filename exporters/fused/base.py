@@ -26,6 +26,7 @@ from torch import nn
 from svdq_edge.apply import linear_weight
 from svdq_edge.concat import can_concat, concat_rows
 from svdq_edge.embedding import QuantEmbedding, embedding_scale
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.linear import (
@@ -46,7 +47,7 @@ ROWS_2D = "/model/constants/rows_2d"  # [-1, hidden]
 TOKENS_3D = "/model/tokens_3d"  # [batch, sequence, -1]
 
 
-class FusedUnsupported(ValueError):
+class FusedUnsupported(UserError, ValueError):
     """The model has a feature the fused builders do not cover; the traced path handles it."""
 
 

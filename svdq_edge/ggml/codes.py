@@ -17,8 +17,10 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from svdq_edge.errors import UserError
 
-class GGMLFormatError(ValueError):
+
+class GGMLFormatError(UserError, ValueError):
     """Bytes that do not hold whole blocks of the named GGML type."""
 
 

@@ -11,6 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from svdq_edge.concat import concat_rows
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.exporters.linear import (
     MS_DOMAIN,
@@ -87,7 +88,7 @@ def test_accuracy_levels_parse_and_apply_by_width():
     assert (levels.for_bits(4), levels.for_bits(8), str(levels)) == (0, 4, "0,8:4")
     assert AccuracyLevels.of(4) == AccuracyLevels(4)
     for bad in ("5", "0,8", "x"):
-        with pytest.raises(ValueError, match="accuracy level"):
+        with pytest.raises(UserError, match="accuracy level"):
             AccuracyLevels.of(bad)
 
 

@@ -8,6 +8,7 @@ import torch
 
 from svdq_edge.apply import quantize_model
 from svdq_edge.config import QuantConfig
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.decoder import KVLayout
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.lm import greedy_ids
@@ -72,5 +73,5 @@ def test_encoder_is_not_a_decoder(tmp_path):
 
     model = tiny_bert()
     out, _, _ = export_onnx(LoadedModel(model, None, ModelTask.SEQUENCE_CLASSIFICATION, "b"), tmp_path / "b")
-    with pytest.raises(ValueError, match="past_key_values"):
+    with pytest.raises(UserError, match="past_key_values"):
         OnnxDecoder(make_session(out, "cpu", threads=1))

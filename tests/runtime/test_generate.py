@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from svdq_edge.errors import UserError
 from svdq_edge.lm import target_nll
 from svdq_edge.runtime.generate import SamplingConfig, next_token, stream_text
 from svdq_edge.runtime.perplexity import perplexity, windows
@@ -30,7 +31,7 @@ def test_sampling_respects_top_k_and_is_seeded():
 
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_k=-2), dict(top_p=0.0), dict(top_p=1.5)])
 def test_sampling_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         SamplingConfig(**bad)
 
 
@@ -61,7 +62,7 @@ def test_windows_score_every_token_after_the_first_exactly_once(n, max_length, s
 
 
 def test_windows_refuse_a_stride_that_leaves_tokens_without_context():
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(UserError, match="stride"):
         windows(129, 128, 128)
 
 

@@ -1,6 +1,7 @@
 import onnxruntime as ort
 import pytest
 
+from svdq_edge.errors import UserError
 from svdq_edge.runtime.session import ProviderError, available_providers, make_session, resolve_provider
 from tests.runtime.helpers import tiny_linear_model
 
@@ -30,9 +31,9 @@ def test_explicit_fallback_runs_on_cpu():
 def test_bad_provider_threads_and_path(tmp_path):
     with pytest.raises(ProviderError, match="unknown provider"):
         resolve_provider("tpu")
-    with pytest.raises(ValueError, match="threads"):
+    with pytest.raises(UserError, match="threads"):
         make_session(tiny_linear_model(), "cpu", threads=0)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="no such ONNX file"):
         make_session(tmp_path / "nothing", "cpu")
 
 

@@ -6,6 +6,7 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.apply import find_targets, linear_weight, quantize_model
 from svdq_edge.config import QuantConfig
+from svdq_edge.errors import UserError
 from svdq_edge.io import load_quantized, quantized_layers, save_quantized
 from svdq_edge.modules import QuantLinear
 from svdq_edge.sources import LoadedModel, detect_task
@@ -94,7 +95,7 @@ def test_nan_weight_names_the_layer(tiny_model):
     name, module = find_targets(model, CFG.skip)[1]
     with torch.no_grad():
         module.weight[0, 0] = float("inf")
-    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+    with pytest.raises(UserError, match=name.replace(".", r"\.")):
         quantize_model(model, CFG, progress=False)
 
 
@@ -104,7 +105,7 @@ def test_skip_patterns_and_no_targets():
     model = tiny_bert()
     rep = quantize_model(model, CFG.replace(skip=("classifier", "pooler", "attention")), progress=False)
     assert rep.layers and all("attention" not in r.name for r in rep.layers)
-    with pytest.raises(ValueError, match="no linear layers"):
+    with pytest.raises(UserError, match="no linear layers"):
         quantize_model(tiny_bert(), CFG.replace(skip=("",)), progress=False)
 
 

@@ -262,3 +262,19 @@ def test_artifacts_record_a_portable_source(tiny_bert_dir, tmp_path):
     assert run("export", out, "-o", tmp_path / "onnx").exit_code == 0
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx" / "model.onnx")).metadata_props}
     assert props["svdq_edge.source"] == "../tiny-bert"  # relative to the ONNX folder in its turn
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(tiny_bert_dir, tmp_path, monkeypatch):
+    """A user error is one line; an unexpected exception (here a RuntimeError deep in quantize) names its type and
+    points to -v, and -v shows the traceback."""
+    import svdq_edge.stream
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cholesky failed\nsecond line")
+
+    monkeypatch.setattr(svdq_edge.stream, "quantize_any", broken)
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "q")
+    one_line_error(r, "RuntimeError: cholesky failed", "run with -v for the traceback")
+    r = CliRunner().invoke(main, ["-v", "quantize", str(tiny_bert_dir), "-o", str(tmp_path / "q2")])
+    assert r.exit_code != 0 and isinstance(r.exception, RuntimeError) and "Error:" not in r.output
+    assert not (tmp_path / "q").exists() and not (tmp_path / "q2").exists()

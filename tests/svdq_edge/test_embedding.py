@@ -6,6 +6,7 @@ from onnx import TensorProto, helper
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
 from svdq_edge.embedding import QuantEmbedding, quantize_embedding_table, quantize_input_embedding
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.linear import MS_DOMAIN
 from svdq_edge.packing import unpack
@@ -45,13 +46,13 @@ def test_gather_block_quantized_matches_numpy_reference(bits, block):
 
 
 def test_bad_tables_are_rejected():
-    with pytest.raises(ValueError, match="multiple of block_size"):
+    with pytest.raises(UserError, match="multiple of block_size"):
         quantize_embedding_table(torch.randn(10, 48), 4, 32)
-    with pytest.raises(ValueError, match="bits"):
+    with pytest.raises(UserError, match="bits"):
         quantize_embedding_table(torch.randn(10, 64), 3, 32)
     E = torch.randn(10, 64)
     E[1, 1] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(UserError, match="NaN"):
         quantize_embedding_table(E, 4, 32)
 
 
