@@ -15,7 +15,7 @@ $(BIN)/svdq-edge: pyproject.toml
 	touch $@
 
 run: $(BIN)/svdq-edge
-	$(BIN)/svdq-edge run
+	$(BIN)/svdq-edge run --overwrite
 
 test: $(BIN)/svdq-edge
 	$(BIN)/python -m pytest -q

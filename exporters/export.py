@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_gena
 from svdq_edge.exporters.linear import AccuracyLevels
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
-from svdq_edge.outputs import commit_output, prepare_output
+from svdq_edge.outputs import staged_output
 from svdq_edge.sources import LoadedModel, ModelTask, portable_source
 
 ONNX_FILE = "model.onnx"
@@ -110,12 +108,11 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     """
     if graph not in GRAPHS:
         raise UserError(f"graph must be one of {GRAPHS}, got {graph!r}")
-    out = prepare_output(out_dir, overwrite)
+    out = Path(out_dir)
     start = time.perf_counter()
     path = _graph_path(loaded, graph)
     causal = loaded.task is ModelTask.CAUSAL_LM
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out, overwrite) as tmp:
         if path == "fused" and causal:  # initializers stream into model.onnx.data while the graph is built
             with ExternalData(tmp / (ONNX_FILE + ".data")) as external:
                 model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, external)
@@ -152,10 +149,6 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
                   "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
-        commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, sizes, layers
 
 

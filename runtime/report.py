@@ -62,7 +62,7 @@ def write_report(out_dir: Path, title: str, tables: dict[str, list[BackendResult
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
     payload = {"title": title, "environment": env, "meta": meta or {},
-               "providers": {p: [r.to_dict() for r in rs] for p, rs in tables.items()}}
+               "providers": {p: [r.to_dict(out_dir) for r in rs] for p, rs in tables.items()}}
     files = [out_dir / "report.json", out_dir / "report.md"]
     files[0].write_text(json.dumps(payload, indent=2))
     md = [f"# {title}", "", f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}", ""]

@@ -5,6 +5,7 @@ The first backend is the reference (FP32 ONNX); every other backend is compared 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +55,13 @@ class BackendResult:
     cosine_min: float | None = None
     task: str = "sequence-classification"
 
-    def to_dict(self) -> dict:
+    def to_dict(self, root: Path | None = None) -> dict:
+        """JSON-ready; the backend's folder relative to `root` (the report's folder) when given, so a report stays
+        true after its folder is moved."""
         d = {k: getattr(self, k) for k in ("provider", "size_mb", "bits", "rss_mb", "agree", "kl",
                                            "cosine_mean", "cosine_min")}
-        d["backend"] = {"name": self.backend.name, "path": str(self.backend.path), "note": self.backend.note}
+        path = self.backend.path if root is None else os.path.relpath(self.backend.path, root)
+        d["backend"] = {"name": self.backend.name, "path": str(path), "note": self.backend.note}
         d["latency"] = [lat.to_dict() for lat in self.latency]
         if self.acc is not None:
             d["accuracy"] = {"correct": self.acc.correct, "n": self.acc.n, "value": self.acc.value,

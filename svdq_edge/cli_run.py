@@ -72,8 +72,9 @@ def _providers(text: str | None, fallback: str | None) -> list[str]:
     return chosen
 
 
-def _validate_and_report(loaded, built, data, out, title, providers, threads, shapes, runs, has_labels,
+def _validate_and_report(loaded, built, data, stage, out, title, providers, threads, shapes, runs, has_labels,
                          extra_md="", meta=None):
+    """Validate, print the tables and write the report into `stage` (the folder that becomes `out`)."""
     from svdq_edge.runtime.pipeline import validate_all
     from svdq_edge.runtime.report import backend_table, write_report
 
@@ -81,9 +82,9 @@ def _validate_and_report(loaded, built, data, out, title, providers, threads, sh
     for provider, results in tables.items():
         click.echo(f"\n{title}: {provider.upper()} execution provider, {threads} threads, n={len(data)}")
         click.echo(backend_table(results))
-    files = write_report(out, title, tables, extra_md, meta)
+    files = write_report(stage, title, tables, extra_md, meta)
     click.echo("\nsizes: " + "; ".join(f"{k} {s.summary()}" for k, s in built.sizes.items() if k != "fp32"))
-    click.echo("wrote " + ", ".join(str(f) for f in files))
+    click.echo("wrote " + ", ".join(str(out / f.relative_to(stage)) for f in files))
     return tables
 
 
@@ -96,14 +97,17 @@ def _validate_and_report(loaded, built, data, out, title, providers, threads, sh
 @backend_options
 @click.option("--baselines", default="ort-int8,ort-rtn4,ort-rtn4-acc4", show_default=True,
               help="ORT baselines to build")
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True,
+              help="report folder (written whole at the end)")
+@click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @user_errors
-def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_levels, baselines, out, limit,
-        **q):
+def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
+        limit, **q):
     """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
     from svdq_edge.data import read_glue_tsv
+    from svdq_edge.outputs import staged_output
     from svdq_edge.runtime.pipeline import build_backends, shipped_sentences
     from svdq_edge.sources import (
         ModelTask,
@@ -123,16 +127,17 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     shape_list = _parse_shapes(shapes)
     provider_list = _providers(providers, fallback)
     ds = read_glue_tsv(data, limit, label2id_of(model)) if data else shipped_sentences().head(limit)
-    loaded = load_model(model)
-    if data:
-        require_classifier(loaded)
     names = tuple(b for b in baselines.split(",") if b)
-    built = build_backends(loaded, out / "backends", {"ours": config}, names, levels, save_quantized_dirs=True)
-    ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
-            f"embedding {config.embedding_bits or 'FP32'}-bit")
-    title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
-    _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs,
-                         has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
+    with staged_output(out, overwrite) as stage:
+        loaded = load_model(model)
+        if data:
+            require_classifier(loaded)
+        built = build_backends(loaded, stage / "backends", {"ours": config}, names, levels, save_quantized_dirs=True)
+        ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
+                f"embedding {config.embedding_bits or 'FP32'}-bit")
+        title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
+        _validate_and_report(loaded, built, ds, stage, out, title, provider_list, threads, shape_list, runs,
+                             has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
 
 
 @click.command()
@@ -154,17 +159,19 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.option("--onnx-methods", default=DEFAULTS.method, show_default=True,
               help="our methods exported to ONNX (at the first of --bits-list)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="report folder (default: svdq-edge-out/compare-<task>)")
+              help="report folder, written whole at the end (default: svdq-edge-out/compare-<task>)")
+@click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @user_errors
 def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, providers, fallback, threads, runs,
-            shapes, accuracy_levels, backends, onnx_methods, out, limit, batch_size, **q):
+            shapes, accuracy_levels, backends, onnx_methods, out, overwrite, limit, batch_size, **q):
     """Compare saliency methods (PyTorch, optionally checked under ONNX Runtime) and ONNX backends on the same
     examples. For a causal LM: perplexity on --data (first --limit tokens) and prefill/decode latency of FP32 ONNX,
     ORT RTN INT4 and our --onnx-methods exports, with the KV cache."""
     from svdq_edge.compare import compare_methods, results_table, seed_summary_table
     from svdq_edge.data import read_glue_tsv
+    from svdq_edge.outputs import staged_output
     from svdq_edge.runtime.pipeline import build_backends
     from svdq_edge.runtime.torch_parity import ort_checker
     from svdq_edge.sources import label2id_of, load_model
@@ -180,8 +187,10 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
                                                     forced=LISTED, **q)
                    for m in onnx_methods.split(",") if m.strip()}
-        click.echo(decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
-                                  out=out or DEFAULT_OUT / "compare-causal-lm"))
+        with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite) as stage:
+            table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
+                                   out=stage)
+        click.echo(table)
         return
     ds = read_glue_tsv(data, limit, label2id_of(model))
     grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
@@ -192,34 +201,35 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     levels = _parse_levels(accuracy_levels)
     shape_list, provider_list = (_parse_shapes(shapes), _providers(providers, fallback)) if do_onnx else ([], [])
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
-    loaded = load_model(model)
-    require_classifier(loaded)
-    checker = ort_checker(loaded, ds, out / "ort-check", threads) if ort_check else None
-    md, dump = [], {}
-    for (b, k), configs in grid.items():
-        results = compare_methods(loaded, ds, configs, batch_size, ort_check=checker)
-        c0 = next(iter(configs.values()))
-        head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if ort_check else ''}: W{b} block "
-                f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
-                f"{c0.embedding_bits or 'FP32'}, calibration seeds {','.join(map(str, seeds))}")
-        tables = [results_table(results)]
-        if len(seeds) > 1 and any(c.calib_data for c in configs.values()):
-            tables.append("mean over calibration seeds:\n\n" + seed_summary_table(results))
-        click.echo(f"\n{head}\n" + "\n\n".join(tables))
-        md += [f"## {head}", "", *tables, ""]
-        dump[f"W{b} keep {k:g}"] = [_result_dict(r) for r in results]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pytorch.json").write_text(json.dumps(dump, indent=2))
+    with staged_output(out, overwrite) as stage:
+        loaded = load_model(model)
+        require_classifier(loaded)
+        checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None
+        md, dump = [], {}
+        for (b, k), configs in grid.items():
+            results = compare_methods(loaded, ds, configs, batch_size, ort_check=checker)
+            c0 = next(iter(configs.values()))
+            head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if ort_check else ''}: W{b} block "
+                    f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
+                    f"{c0.embedding_bits or 'FP32'}, calibration seeds {','.join(map(str, seeds))}")
+            tables = [results_table(results)]
+            if len(seeds) > 1 and any(c.calib_data for c in configs.values()):
+                tables.append("mean over calibration seeds:\n\n" + seed_summary_table(results))
+            click.echo(f"\n{head}\n" + "\n\n".join(tables))
+            md += [f"## {head}", "", *tables, ""]
+            dump[f"W{b} keep {k:g}"] = [_result_dict(r) for r in results]
+        (stage / "pytorch.json").write_text(json.dumps(dump, indent=2))
+        if not do_onnx:
+            (stage / "report.md").write_text("\n".join(md))
+        else:
+            baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
+            built = build_backends(loaded, stage / "backends", onnx_configs, baseline_names, levels)
+            title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
+            _validate_and_report(loaded, built, ds, stage, out, title, provider_list, threads, shape_list, runs,
+                                 True, extra_md="\n".join(md),
+                                 meta={"data": ds.path, "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
     if not do_onnx:
-        (out / "report.md").write_text("\n".join(md))
         click.echo(f"\nwrote {out / 'pytorch.json'}, {out / 'report.md'}")
-        return
-    baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
-    built = build_backends(loaded, out / "backends", onnx_configs, baseline_names, levels)
-    title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
-    _validate_and_report(loaded, built, ds, out, title, provider_list, threads, shape_list, runs, True,
-                         extra_md="\n".join(md), meta={"data": ds.path,
-                                                       "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
 
 
 def _is_causal_lm(model: str | None) -> bool:

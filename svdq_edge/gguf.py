@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from svdq_edge.errors import UserError
-from svdq_edge.outputs import commit_output
+from svdq_edge.outputs import staged_output
 
 SMOLLM2_ALIAS = "smollm2"
 
@@ -64,9 +62,9 @@ def gguf_to_hf(gguf: str | Path) -> Path:
             raise GGUFError(f"reading GGUF needs the {pkg!r} package: pip install 'svdq-edge[decoders]'")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # overwrite: a folder without config.json is not a finished conversion; two processes converting the same file
+    # at once: the second fails in one line on the lock
+    with staged_output(out, overwrite=True) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
         # The weights are now plain FP32 tensors; drop the GGUF marker so the folder loads as an ordinary model.
@@ -74,8 +72,4 @@ def gguf_to_hf(gguf: str | Path) -> Path:
         model.hf_quantizer = None
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

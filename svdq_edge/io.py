@@ -10,8 +10,6 @@ Folder layout:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,7 +21,7 @@ from svdq_edge.config import QuantConfig, TranscodeConfig, config_from_dict
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.errors import UserError
 from svdq_edge.modules import QuantLinear, set_module
-from svdq_edge.outputs import commit_output, prepare_output
+from svdq_edge.outputs import staged_output
 from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer, portable_source
 
 QUANT_CONFIG_FILE = "quant_config.json"
@@ -37,9 +35,8 @@ def is_quantized_dir(path: str | Path) -> bool:
 
 def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the folder atomically: everything goes to a sibling temp folder, renamed into place at the end."""
-    out = prepare_output(out_dir, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    out = Path(out_dir)
+    with staged_output(out, overwrite) as tmp:
         model = loaded.model
         layers = {n: m.layer_meta() for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -51,10 +48,6 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         model.config.save_pretrained(tmp)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
-        commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

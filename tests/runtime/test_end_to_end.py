@@ -49,4 +49,5 @@ def test_run_on_the_embedded_default_model(tmp_path):
     rows = json.loads((out / "report.json").read_text())["providers"]["cpu"]
     assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours"]
     assert rows[2]["cosine_mean"] > 0.9
+    assert rows[2]["backend"]["path"] == "backends/ours"  # relative to the report: true after the folder moved
     assert (out / "backends" / "ours-quantized" / "quant_config.json").is_file()

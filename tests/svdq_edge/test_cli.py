@@ -278,3 +278,25 @@ def test_a_bug_is_not_dressed_as_a_user_error(tiny_bert_dir, tmp_path, monkeypat
     r = CliRunner().invoke(main, ["-v", "quantize", str(tiny_bert_dir), "-o", str(tmp_path / "q2")])
     assert r.exit_code != 0 and isinstance(r.exception, RuntimeError) and "Error:" not in r.output
     assert not (tmp_path / "q").exists() and not (tmp_path / "q2").exists()
+
+
+def test_compare_writes_its_folder_whole_or_not_at_all(tmp_path, monkeypatch):
+    """run/compare refuse an existing report folder without --overwrite, and a failure half-way leaves the old
+    folder as it was, with no staging folder or lock beside it."""
+    from tests.conftest import shared_path
+
+    args = ["compare", shared_path("models", "minilm-l6-sst2"), "--data", shared_path("data", "glue", "sst2",
+            "dev.tsv"), "--methods", "rtn", "--bits-list", 4, "--limit", 8, "--backends", "none", "--out",
+            tmp_path / "c"]
+    assert run(*args).exit_code == 0
+    before = (tmp_path / "c" / "pytorch.json").read_bytes()
+    one_line_error(run(*args), "output folder exists (use --overwrite)")
+    import svdq_edge.compare
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(svdq_edge.compare, "compare_methods", broken)
+    one_line_error(run(*args, "--overwrite"), "disk full")
+    assert (tmp_path / "c" / "pytorch.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from svdq_edge.outputs import OutputExistsError, commit_output, prepare_output
+from svdq_edge.outputs import OutputExistsError, OutputLockedError, commit_output, prepare_output, staged_output
 
 
 @pytest.fixture
@@ -74,3 +74,32 @@ def test_exported_folder_is_readable_by_the_group(tmp_path, umask):
 
     out, _, _ = export_onnx(LoadedModel(tiny_llama(), None, ModelTask.CAUSAL_LM, "t"), tmp_path / "onnx")
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_a_second_writer_fails_at_once_and_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    with staged_output(out, overwrite=False) as stage:
+        (stage / "f.txt").write_text("first")
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            with staged_output(out, overwrite=True):
+                pass
+    assert (out / "f.txt").read_text() == "first"
+    # a lock whose process is gone (a pid no live process has) does not block the next writer
+    dead = 2**22 + 12345
+    (tmp_path / ".out.lock").write_text(str(dead))
+    with staged_output(out, overwrite=True) as stage:
+        (stage / "f.txt").write_text("second")
+    assert (out / "f.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_writer_leaves_the_old_output(tmp_path):
+    out = tmp_path / "out"
+    with staged_output(out, overwrite=False) as stage:
+        (stage / "f.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_output(out, overwrite=True) as stage:
+            (stage / "f.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert (out / "f.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
