@@ -155,15 +155,28 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
 def _graph_path(loaded: LoadedModel, graph: str) -> str:
     """"fused" or "traced" for this model under the requested `graph`: fused wherever the family is covered
     (decoders; BERT encoders, where it runs FP32, INT8 dynamic and ours 10-20% faster: docs/results.md)."""
-    if graph == "traced":
-        return "traced"
-    reason = fused_unsupported_reason(loaded.model.config)
-    if reason is None:
+    reason = None if graph == "traced" else fused_unsupported_reason(loaded.model.config)
+    if graph != "traced" and reason is None:
         return "fused"
     if graph == "fused":
         raise FusedUnsupported(f"no fused graph for this model: {reason} (use --graph traced)")
-    log.info("traced graph: %s", reason)
+    window = _sliding_window(loaded.model.config)
+    if window is not None:  # the dynamo trace bakes in a full-length cache: wrong (or failing) past the window
+        raise UserError(f"the traced graph cannot run this model's {window}-token sliding window"
+                        + (" (use --graph fused, the default)" if reason is None else f"; no fused graph: {reason}"))
+    if reason is not None:
+        log.info("traced graph: %s", reason)
     return "traced"
+
+
+def _sliding_window(config) -> int | None:
+    """The attention window when it is shorter than the model's positions (Mistral, Gemma 3, Qwen2 with
+    use_sliding_window), else None."""
+    window = getattr(config, "sliding_window", None)
+    if config.model_type == "qwen2" and not getattr(config, "use_sliding_window", False):
+        return None
+    max_pos = getattr(config, "max_position_embeddings", None)
+    return window if window is not None and (max_pos is None or window < max_pos) else None
 
 
 def _fused(loaded: LoadedModel, element_form: str, accuracy_level: int, external: ExternalData | None):

@@ -12,6 +12,7 @@ import torch
 
 from svdq_edge.apply import quantize_model
 from svdq_edge.config import QuantConfig
+from svdq_edge.errors import UserError
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.exporters.fused import FusedUnsupported
 from svdq_edge.lm import greedy_ids
@@ -151,3 +152,15 @@ def test_traced_path_can_be_forced_for_a_covered_family(tmp_path):
                             graph="traced")
     assert json.loads((out / "export.json").read_text())["graph"] == "traced"
     assert op_counts(out / "model.onnx")["GroupQueryAttention"] == 0
+
+
+def test_traced_sliding_window_is_refused_not_exported_wrong(tmp_path):
+    """The dynamo trace of a Mistral with a 5-token window fails (GatherND index 7) once a sequence passes the
+    window: forcing it is refused in one line, before any file is written; auto takes the fused graph, which the
+    step-by-step test above checks past the window."""
+    loaded = LoadedModel(tiny_mistral(), None, ModelTask.CAUSAL_LM, "mistral")
+    with pytest.raises(UserError, match="5-token sliding window .*--graph fused"):
+        export_onnx(loaded, tmp_path / "t", graph="traced")
+    assert not (tmp_path / "t").exists()
+    out, _, _ = export_onnx(loaded, tmp_path / "auto")
+    assert json.loads((out / "export.json").read_text())["graph"] == "fused"
