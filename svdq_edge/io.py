@@ -42,8 +42,11 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         quantized = {f"{n}.{b}" for n in layers for b, _ in model.get_submodule(n).named_buffers()}
         save_file(_dedupe_shared(state, quantized), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        meta = {"format": FORMAT_VERSION, "config": report.config.to_dict(), "task": loaded.task.value,
-                "source": portable_source(loaded.source, out), "layers": layers, "report": report.to_dict()}
+        report_dict = report.to_dict()
+        if isinstance(report.config, TranscodeConfig):  # the GGUF file, as portable as the source
+            report_dict["config"]["file"] = portable_source(report.config.file, out)
+        meta = {"format": FORMAT_VERSION, "config": report_dict["config"], "task": loaded.task.value,
+                "source": portable_source(loaded.source, out), "layers": layers, "report": report_dict}
         (tmp / QUANT_CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         model.config.save_pretrained(tmp)
         if loaded.tokenizer is not None:

@@ -100,16 +100,18 @@ def label2id_of(spec: str | None) -> dict[str, int] | None:
 
 
 def portable_source(source: str, out_dir: str | Path) -> str:
-    """What an artifact in `out_dir` records as its source: the embedded default by name, a local folder as a path
-    relative to `out_dir` (no /home/... of the machine that built it), a hub id as it is."""
+    """What an artifact in `out_dir` records as its source: the embedded default and the packaged SmolLM2 GGUF by
+    name, a local file or folder as a path relative to `out_dir` (no /home/... of the machine that built it), a hub
+    id as it is."""
     p = Path(source)
     if not p.exists():
         return source
-    try:
-        if p.resolve() == default_model_path().resolve():
-            return f"embedded:{DEFAULT_MODEL_PACKAGE}"
-    except ModelSourceError:
-        pass
+    for name, packaged in ((f"embedded:{DEFAULT_MODEL_PACKAGE}", default_model_path), (SMOLLM2_ALIAS, smollm2_gguf)):
+        try:
+            if p.resolve() == packaged().resolve():
+                return name
+        except (ModelSourceError, GGUFError):  # that package is not installed
+            pass
     return os.path.relpath(p.resolve(), Path(out_dir).resolve())
 
 

