@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tqdm.auto import tqdm
 
 from svdq_edge.errors import UserError
 from svdq_edge.runtime.decoder import decoder_feed, is_decoder
@@ -61,21 +62,24 @@ def measure_latency(session: ort.InferenceSession, batch: int, seq: int, vocab: 
 
 
 def measure_interleaved(sessions: list[ort.InferenceSession], batch: int, seq: int, vocab: int, warmup: int = 5,
-                        runs: int = 30, rounds: int = 5) -> list[LatencyResult]:
+                        runs: int = 30, rounds: int = 5, progress: bool = False) -> list[LatencyResult]:
     """Latency of several token-input sessions on the same synthetic batch, timed fairly (see `time_interleaved`)."""
     feeds = [synthetic_feed(s, batch, seq, vocab) for s in sessions]
-    return [_summarise(t, batch, seq) for t in time_interleaved(sessions, feeds, warmup, runs, rounds)]
+    desc = f"latency {batch}x{seq}" if progress else None
+    return [_summarise(t, batch, seq) for t in time_interleaved(sessions, feeds, warmup, runs, rounds, desc=desc)]
 
 
 def time_interleaved(sessions: list, feeds: list[dict], warmup: int = 5, runs: int = 30, rounds: int = 5,
-                     settle_s: float = 0.05) -> list[np.ndarray]:
+                     settle_s: float = 0.05, desc: str | None = None) -> list[np.ndarray]:
     """Seconds per call of each session on its feed, `runs` calls each.
 
     The timed calls are split into `rounds`; each round visits every session in turn, so slow drifts in machine
     load (other processes, thermal state) fall on all sessions alike instead of on whichever ran last. Before each
     session's block the process sleeps `settle_s`: ONNX Runtime's intra-op threads keep spinning for a while after
     a run, and the previous session's spinning threads would otherwise steal cores from the one being timed.
+    `desc`: show a progress bar (one step per session block, updated outside the timed calls).
     """
+    bar = tqdm(total=rounds * len(sessions), desc=desc, disable=desc is None, leave=False)
     for s, f in zip(sessions, feeds, strict=True):
         for _ in range(warmup):
             s.run(None, f)
@@ -89,6 +93,8 @@ def time_interleaved(sessions: list, feeds: list[dict], warmup: int = 5, runs: i
                 t = time.perf_counter()
                 s.run(None, f)
                 times[i].append(time.perf_counter() - t)
+            bar.update()
+    bar.close()
     return [np.asarray(t) for t in times]
 
 

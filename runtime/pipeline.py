@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from svdq_edge.apply import calibrate_model, quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
@@ -44,14 +46,20 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
 
     `loaded.model` is left untouched (each config quantizes a copy).
     """
+    unknown = [n for n in baselines if n not in BASELINES]
+    if unknown:
+        raise UserError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
     work.mkdir(parents=True, exist_ok=True)
+    # one step per folder built: the FP32 export, each baseline, each of our exports (quantizing is its own bar)
+    bar = tqdm(total=1 + len(baselines) + len(configs) * len(accuracy_levels), desc="build fp32", leave=False)
     fp32_dir, fp32_sizes, _ = export_onnx(loaded, work / "fp32", overwrite=True)
+    bar.update()
     backends = [Backend("fp32", fp32_dir, "FP32 ONNX (torch.onnx dynamo export)")]
     sizes = {"fp32": fp32_sizes}
     for name in baselines:
-        if name not in BASELINES:
-            raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        bar.set_description(f"build {name}")
         backends.append(Backend(name, build_baseline(name, fp32_dir, work / name), "onnxruntime.quantization"))
+        bar.update()
     for label, config in configs.items():
         q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
         report = quantize_model(q.model, config, calibrate_model(q.model, q.tokenizer, config))
@@ -59,11 +67,14 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
             save_quantized(q, report, work / f"{label}-quantized", overwrite=True)
         for level in accuracy_levels:
             name = label if level == 0 else f"{label}-acc{level}"
+            bar.set_description(f"export {name}")
             out, s, _ = export_onnx(q, work / name, config.to_dict(), accuracy_level=level, overwrite=True)
+            bar.update()
             backends.append(Backend(name, out, f"{config.method} W{config.bits} b{config.block_size} "
                                                f"keep {config.keep:g} {config.structure.value}, "
                                                f"accuracy_level {level}"))
             sizes[name] = s
+    bar.close()
     return BuiltBackends(backends, sizes)
 
 

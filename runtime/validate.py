@@ -123,7 +123,8 @@ def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: st
                                      rss_mb=rss, task=task))
         sessions.append(sess)
     for bs, seq in shapes:
-        for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs), strict=True):
+        for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs, progress=True),
+                          strict=True):
             r.latency.append(lat)
     del sessions
     _fidelity(results, data, task, has_labels)

@@ -46,6 +46,8 @@ def test_run_on_the_embedded_default_model(tmp_path):
     text = invoke("run", "--limit", 12, "--runs", 2, "--shapes", "1x16", "--baselines", "ort-int8",
                   "--accuracy-levels", "0", "--out", out)
     assert "cos mean" in text
+    for step in ("build fp32", "build ort-int8", "export ours", "latency 1x16"):  # the long steps show progress
+        assert step in text, step
     rows = json.loads((out / "report.json").read_text())["providers"]["cpu"]
     assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours"]
     assert rows[2]["cosine_mean"] > 0.9
