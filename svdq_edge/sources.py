@@ -147,14 +147,24 @@ def load_model(spec: str | None) -> LoadedModel:
     return LoadedModel(model, load_tokenizer(source), task, source)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(source: str):
+    """The model's tokenizer, or None when it has none (a model without one can still be quantized and exported).
+    A local folder without tokenizer files has none: newer transformers would build an empty-vocabulary tokenizer
+    there, which maps every word to [UNK]. Tokenizer files that do not load are an error, never a silent None."""
     from transformers import AutoTokenizer
 
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        log.info("%s: no tokenizer files", source)
+        return None
     try:
         return AutoTokenizer.from_pretrained(source)
-    except Exception as e:  # a model without tokenizer files can still be quantized and exported; say why (-v)
-        log.info("%s: no tokenizer (%s)", source, _first_line(e))
-        return None
+    except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
+        raise ModelSourceError(f"{source}: cannot load its tokenizer ({_first_line(e)})") from None
 
 
 def _first_line(e: Exception) -> str:

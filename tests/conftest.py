@@ -109,7 +109,21 @@ def tiny_model(request):
 def tiny_bert_dir(tmp_path) -> Path:
     path = tmp_path / "tiny-bert"
     tiny_bert().save_pretrained(path)
+    tiny_bert_tokenizer(path).save_pretrained(path)
     return path
+
+
+def tiny_bert_tokenizer(folder: Path):
+    """A WordPiece tokenizer over tiny_bert's 120 ids: special tokens, a few words, letters and digits."""
+    from transformers import BertTokenizer
+
+    words = "the film fine good bad movie number is was not very".split()  # "a" is among the letters
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars, *(f"##{c}" for c in chars)]
+    assert len(vocab) <= 120
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizer(str(folder / "vocab.txt"))
 
 
 def missing(reason: str) -> None:

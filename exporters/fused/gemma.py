@@ -86,11 +86,12 @@ class GemmaBuilder(LlamaBuilder):
         (col,) = f.node("Unsqueeze", [pos, f.init("/model/rotary/axis_1", np.array([1], dtype=np.int64))],
                         ["/model/rotary/positions_col"])
         for kind, tag in LAYER_CACHES.items():
-            if not hasattr(rope, f"{kind}_inv_freq"):
+            found = _inv_freq(self.model.model, rope, kind)
+            if found is None:
                 continue
-            inv = f.init(f"/model/rotary/{tag}_inv_freq", _np(getattr(rope, f"{kind}_inv_freq").float()[None]))
+            inv = f.init(f"/model/rotary/{tag}_inv_freq", _np(found[0].float()[None]))
             (freqs,) = f.node("Mul", [col, inv], [f"/model/rotary/{tag}_freqs"])  # [positions, head_dim / 2]
-            scale = float(getattr(rope, f"{kind}_attention_scaling", 1.0))
+            scale = found[1]
             for fn in ("Cos", "Sin"):
                 (c,) = f.node(fn, [freqs], [f"/model/rotary/{tag}_{fn.lower()}"])
                 f.node("Mul", [c, f.init(f"/model/rotary/{tag}_scale_{fn}", np.array(scale, dtype=np.float32))],
@@ -150,3 +151,15 @@ class GemmaBuilder(LlamaBuilder):
         (h,) = self.f.node("Mul", [act, up], [f"/{p}/Mul"])
         return self.make_linear(f"{p}.down_proj", [mlp.down_proj], h)[0]
 
+
+
+def _inv_freq(decoder: nn.Module, rope: nn.Module, kind: str):
+    """(inverse frequencies [head_dim / 2], attention scaling) of one layer type, or None when the model has no such
+    layers. transformers 5 keeps both types in one rotary module (`{kind}_inv_freq`); transformers 4.5x has
+    `rotary_emb` (global) and `rotary_emb_local`."""
+    if hasattr(rope, f"{kind}_inv_freq"):
+        return getattr(rope, f"{kind}_inv_freq"), float(getattr(rope, f"{kind}_attention_scaling", 1.0))
+    module = getattr(decoder, "rotary_emb_local" if kind == "sliding_attention" else "rotary_emb", None)
+    if module is None or not hasattr(module, "inv_freq"):
+        return None
+    return module.inv_freq, float(getattr(module, "attention_scaling", 1.0))
