@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure
+from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure, lowrank_ignores
 from svdq_edge.errors import UserError
 from svdq_edge.sources import ModelSourceError
 
@@ -118,10 +118,15 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
              "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
              "calib_seq_len": calib_seq_len, "kernel": kernel}
+    ctx = click.get_current_context(silent=True)
+    named = "method" in forced or (ctx is not None and ctx.get_parameter_source("method") not in
+                                   (None, click.core.ParameterSource.DEFAULT))
+    if structure == Structure.LOWRANK.value and named and lowrank_ignores(method):
+        raise ConfigError(f"--structure lowrank keeps the top-r SVD branch: --method {method} would rank nothing; "
+                          "use svd, rosaq (its own basis) or gptq/spqr (error feedback on the residual)")
     if recipe is None:
         return _require_calibration(QuantConfig(**given))
     base = read_recipe(recipe)["config"]
-    ctx = click.get_current_context(silent=True)
     for key, value in given.items():
         src = None if ctx is None else ctx.get_parameter_source(key)
         if key in forced or (src is not None and src is not click.core.ParameterSource.DEFAULT):

@@ -64,7 +64,8 @@ class QuantConfig:
     bits:        2, 3, 4 or 8 (3-bit codes are stored in a 4-bit container, as MatMulNBits has no 3-bit layout).
     block_size:  power of two in [16, 256]; blocks run along K (the input dimension) per output row.
     symmetric:   symmetric codes (zero point fixed at 2^(bits-1)) instead of asymmetric min/max with a zero point.
-    method:      saliency method name (see `svdq_edge.saliency.available()`).
+    method:      saliency method name (see `svdq_edge.saliency.available()`); with structure lowrank, a method that
+                 only ranks weights is recorded as `svd`, the SVD branch that runs (`lowrank_ignores`).
     keep:        fraction of each layer's weights held in FP32, in [0, 0.5].
     structure:   element / channel / lowrank.
     rank:        SVD rank for the `svd*` scores: an int >= 1, a float in (0, 1) read as a fraction of spectral energy,
@@ -159,6 +160,8 @@ class QuantConfig:
 
         if self.method not in available():
             raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(available())}")
+        if self.structure is Structure.LOWRANK and lowrank_ignores(self.method):
+            object.__setattr__(self, "method", "svd")  # what runs: the SVD branch (see lowrank_ignores)
 
     def _check_mixed(self) -> None:
         layer_bits = self.layer_bits.items() if isinstance(self.layer_bits, dict) else self.layer_bits
@@ -240,6 +243,16 @@ class QuantConfig:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def lowrank_ignores(method: str) -> bool:
+    """True for a saliency method that only ranks weights to keep: the lowrank structure never asks for its scores
+    (it takes the SVD branch). A config records such a method as `svd`, the method that runs; the command line
+    refuses it when the user named it."""
+    from svdq_edge.saliency import get
+
+    m = get(method)
+    return m.keeps and not (m.basis or m.error_feedback) and method != "svd"
 
 
 def _coerce_structure(value: Structure | str) -> Structure:

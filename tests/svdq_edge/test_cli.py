@@ -300,3 +300,15 @@ def test_compare_writes_its_folder_whole_or_not_at_all(tmp_path, monkeypatch):
     one_line_error(run(*args, "--overwrite"), "disk full")
     assert (tmp_path / "c" / "pytorch.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c"]
+
+
+def test_lowrank_never_labels_a_method_that_did_not_run(tiny_bert_dir, tmp_path):
+    """The lowrank structure takes the SVD branch and never asks a ranking method for scores: naming one is
+    refused, and the default method is recorded as svd, what ran."""
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "m", "--structure", "lowrank", "--method", "magnitude")
+    one_line_error(r, "--structure lowrank", "--method magnitude would rank nothing")
+    assert not (tmp_path / "m").exists()
+    r = run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--structure", "lowrank", "--block-size", 32)
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "q" / "quant_config.json").read_text())["config"]
+    assert (config["structure"], config["method"]) == ("lowrank", "svd")
