@@ -10,7 +10,7 @@ import click
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
 from svdq_edge.errors import UserError
 
-DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range"
+DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range,proxy"
 DEFAULT_OUT = Path("svdq-edge-out")
 LISTED = ("method", "bits", "keep", "seed")  # compare sets these from its lists: they win over a --recipe
 
