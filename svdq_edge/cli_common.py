@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure, lowrank_ignores
-from svdq_edge.errors import UserError
+from svdq_edge.errors import UserError, first_line
 from svdq_edge.sources import ModelSourceError
 
 DEFAULTS = QuantConfig.defaults()
@@ -28,19 +28,15 @@ def user_errors(fn):
         except click.ClickException:
             raise
         except USER_ERRORS as e:
-            raise click.ClickException(_first_line(e)) from None
+            raise click.ClickException(first_line(e)) from None
         except Exception as e:
             ctx = click.get_current_context(silent=True)
             if ctx is not None and ctx.find_root().params.get("verbose"):
                 raise
-            raise click.ClickException(f"{type(e).__name__}: {_first_line(e)} (unexpected: run with -v for the "
+            raise click.ClickException(f"{type(e).__name__}: {first_line(e)} (unexpected: run with -v for the "
                                        "traceback)") from None
 
     return wrapper
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def quant_options(fn):

@@ -9,3 +9,9 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A mistake in what the user gave; the message names the problem in one line."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (libraries raise multi-line ones), or its type's name."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

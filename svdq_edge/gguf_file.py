@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from svdq_edge.errors import first_line
 from svdq_edge.ggml import GGMLCodes, GGMLFormatError, GGMLType, read_float, unpack
 from svdq_edge.gguf import GGUFError
 
@@ -52,7 +53,7 @@ class GGUFFile:
         try:
             reader = GGUFReader(self.path)
         except Exception as e:  # the reader raises ValueError, IndexError, struct errors on a cut or corrupt file
-            raise GGUFError(f"{path}: truncated or corrupt GGUF file ({_first_line(e)})") from None
+            raise GGUFError(f"{path}: truncated or corrupt GGUF file ({first_line(e)})") from None
         self.fields = {k: v for k, f in reader.fields.items() if (v := _scalar(f)) is not None}
         size = self.path.stat().st_size
         self.tensors: dict[str, GGUFTensor] = {}
@@ -117,7 +118,3 @@ def _scalar(f):
     value = f.parts[f.data[0]]
     return bytes(value).decode("utf-8") if f.types[0].name == "STRING" else value.tolist()[0]
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from svdq_edge.errors import UserError
+from svdq_edge.errors import UserError, first_line
 from svdq_edge.gguf import SMOLLM2_ALIAS, GGUFError, gguf_to_hf, smollm2_gguf
 
 if TYPE_CHECKING:  # torch and transformers load in seconds: imported where used, so `--help` stays instant
@@ -131,7 +131,7 @@ def load_config(source: str) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(source)
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
-        raise ModelSourceError(f"{source}: cannot load model config ({_first_line(e)})") from None
+        raise ModelSourceError(f"{source}: cannot load model config ({first_line(e)})") from None
 
 
 def load_model(spec: str | None) -> LoadedModel:
@@ -142,7 +142,7 @@ def load_model(spec: str | None) -> LoadedModel:
     try:
         model = auto_class(task).from_pretrained(source, dtype="float32")
     except Exception as e:
-        raise ModelSourceError(f"{source}: cannot load model weights ({_first_line(e)})") from None
+        raise ModelSourceError(f"{source}: cannot load model weights ({first_line(e)})") from None
     model.eval()
     return LoadedModel(model, load_tokenizer(source), task, source)
 
@@ -164,9 +164,5 @@ def load_tokenizer(source: str):
     try:
         return AutoTokenizer.from_pretrained(source)
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
-        raise ModelSourceError(f"{source}: cannot load its tokenizer ({_first_line(e)})") from None
+        raise ModelSourceError(f"{source}: cannot load its tokenizer ({first_line(e)})") from None
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -26,6 +26,7 @@ from svdq_edge.apply import LayerReport, QuantReport, find_targets
 from svdq_edge.config import TranscodeConfig
 from svdq_edge.decompose import MixedWeight
 from svdq_edge.embedding import QuantEmbedding, embedding_scale
+from svdq_edge.errors import first_line
 from svdq_edge.ggml import GGMLCodes
 from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, row_slice, to_mixed, to_table
 from svdq_edge.gguf_file import GGUFError, GGUFFile
@@ -103,7 +104,7 @@ def gguf_config(path: Path):
     try:
         config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:
-        raise GGUFError(f"{path}: transformers cannot build a config from this GGUF ({_first_line(e)})") from None
+        raise GGUFError(f"{path}: transformers cannot build a config from this GGUF ({first_line(e)})") from None
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the folder we write holds our own layers, not a GGUF checkpoint
     return config
@@ -115,7 +116,7 @@ def gguf_tokenizer(path: Path):
     try:
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:
-        log.warning("%s: no tokenizer from the GGUF metadata (%s)", path, _first_line(e))
+        log.warning("%s: no tokenizer from the GGUF metadata (%s)", path, first_line(e))
         return None
 
 
@@ -207,9 +208,3 @@ def _row(name: str, c: GGMLCodes, mixed: MixedWeight) -> LayerReport:
         norm2 += float((W**2).sum())
     return LayerReport(name, c.shape, mixed.bits_per_weight(), (err2 / max(norm2, 1e-30)) ** 0.5, 0.0,
                        None if mixed.structure is None else mixed.structure.value)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
