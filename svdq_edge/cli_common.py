@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure, lowrank_ignores
+from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure, lowrank_ignores, synthetic_kind
 from svdq_edge.errors import UserError, first_line
 from svdq_edge.sources import ModelSourceError
 
@@ -114,20 +114,21 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
              "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
              "calib_seq_len": calib_seq_len, "kernel": kernel}
-    ctx = click.get_current_context(silent=True)
-    named = "method" in forced or (ctx is not None and ctx.get_parameter_source("method") not in
-                                   (None, click.core.ParameterSource.DEFAULT))
-    if structure == Structure.LOWRANK.value and named and lowrank_ignores(method):
+    if structure == Structure.LOWRANK.value and _named("method", forced) and lowrank_ignores(method):
         raise ConfigError(f"--structure lowrank keeps the top-r SVD branch: --method {method} would rank nothing; "
                           "use svd, rosaq (its own basis) or gptq/spqr (error feedback on the residual)")
     if recipe is None:
         return _require_calibration(QuantConfig(**given))
     base = read_recipe(recipe)["config"]
-    for key, value in given.items():
-        src = None if ctx is None else ctx.get_parameter_source(key)
-        if key in forced or (src is not None and src is not click.core.ParameterSource.DEFAULT):
-            base[key] = value
+    base.update({key: value for key, value in given.items() if _named(key, forced)})
     return _require_calibration(QuantConfig.from_dict(base))
+
+
+def _named(key: str, forced: tuple[str, ...]) -> bool:
+    """Whether option `key` was given on the command line (not left at its default), or derived by the command."""
+    ctx = click.get_current_context(silent=True)
+    src = None if ctx is None else ctx.get_parameter_source(key)
+    return key in forced or (src is not None and src is not click.core.ParameterSource.DEFAULT)
 
 
 def _require_calibration(config: QuantConfig) -> QuantConfig:
@@ -137,8 +138,6 @@ def _require_calibration(config: QuantConfig) -> QuantConfig:
         if config.calib_data is None:
             raise ConfigError(f"method {config.method!r} needs calibration data: give --calib-data (a GLUE train "
                               "TSV, or a text file for causal LMs)")
-        from svdq_edge.config import synthetic_kind
-
         if synthetic_kind(config.calib_data) is None and not Path(config.calib_data).is_file():
             raise ConfigError(f"{config.calib_data}: no such calibration file")
     return config
