@@ -63,10 +63,16 @@ BASELINES: dict[str, Callable[[Path, Path], None]] = {
 }
 
 
+def require_baselines(names) -> None:
+    """A one-line UserError naming the first unknown baseline (before anything is built)."""
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise UserError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+
+
 def build_baseline(name: str, fp32_dir: Path, out_dir: Path) -> Path:
     """Write baseline `name` from the FP32 ONNX folder into `out_dir` (created); returns out_dir."""
-    if name not in BASELINES:
-        raise UserError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    require_baselines([name])
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("building %s", name)
     BASELINES[name](fp32_dir, out_dir)

@@ -13,10 +13,9 @@ from tqdm.auto import tqdm
 from svdq_edge.apply import calibrate_model, quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
-from svdq_edge.errors import UserError
 from svdq_edge.exporters.export import SizeReport, export_onnx
 from svdq_edge.io import save_quantized
-from svdq_edge.runtime.baselines import BASELINES, build_baseline
+from svdq_edge.runtime.baselines import build_baseline, require_baselines
 from svdq_edge.runtime.session import available_providers, resolve_provider
 from svdq_edge.runtime.validate import DEFAULT_SHAPES, Backend, BackendResult, validate
 from svdq_edge.sources import LoadedModel, ModelTask
@@ -46,9 +45,7 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
 
     `loaded.model` is left untouched (each config quantizes a copy).
     """
-    unknown = [n for n in baselines if n not in BASELINES]
-    if unknown:
-        raise UserError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    require_baselines(baselines)
     work.mkdir(parents=True, exist_ok=True)
     # one step per folder built: the FP32 export, each baseline, each of our exports (quantizing is its own bar)
     bar = tqdm(total=1 + len(baselines) + len(configs) * len(accuracy_levels), desc="build fp32", leave=False)
