@@ -116,11 +116,15 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 4096,
                    max_length: int = 1024, stride: int = 512, runs: int = 200, threads: int = 2,
                    out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 4,
-                   genai: bool = True, gguf_contenders: bool = True) -> str:
-    """Build every contender; return the table (also saved as bench.json)."""
+                   genai: bool = True, gguf_contenders: bool = True, llamacpp: bool = True) -> str:
+    """Build every contender; return the table (also saved as bench.json).
+
+    Runtimes: every ONNX folder runs in one plain ONNX Runtime loop (perplexity, prefill, decode); `genai` adds
+    onnxruntime-genai's INT4 build as a contender and its Generator's ms/token for every genai folder; `llamacpp`
+    adds llama.cpp on a GGUF source (each when its extra is installed)."""
     from svdq_edge.data import read_text_ids
     from svdq_edge.runtime.decode_latency import measure_decoders
-    from svdq_edge.runtime.genai import decode_ms_interleaved, is_genai_folder, set_session_threads
+    from svdq_edge.runtime.genai import decode_ms_interleaved, genai_available, is_genai_folder, set_session_threads
     from svdq_edge.runtime.latency import model_size_mb
     from svdq_edge.runtime.llamacpp import LlamaCppDecoder, llamacpp_available
     from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
@@ -134,14 +138,14 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     contexts = tuple(c for c in CONTEXTS if c < max_pos)
     builds = build_contenders(source, configs, out, accuracy_level, genai, gguf)
     names = list(builds)
-    llama = gguf is not None and llamacpp_available()
+    llama = llamacpp and gguf is not None and llamacpp_available()
     if llama:
         builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
     tok = load_tokenizer(source)
     ids = read_text_ids(tok, data, ppl_tokens)
     # onnxruntime-genai's Generator first, before any other session exists (idle threads would skew it), with the
     # same thread count written into every genai folder.
-    genai_dirs = {n: out / n for n in names if is_genai_folder(out / n)}
+    genai_dirs = {n: out / n for n in names if genai and genai_available() and is_genai_folder(out / n)}
     for folder in genai_dirs.values():
         set_session_threads(folder, threads)
     gen_ms = decode_ms_interleaved(genai_dirs, ids[:128].tolist(), 64) if genai_dirs else {}

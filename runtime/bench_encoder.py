@@ -78,7 +78,7 @@ def main(model, data, config_json, accuracy_level, runs, threads, out):
         raise click.UsageError("a classifier needs --data (a GLUE dev TSV)")
     ds = shipped_sentences() if feature else read_glue_tsv(data, label2id=loaded.model.config.label2id)
     results = validate(backends, loaded.tokenizer, ds, loaded.task.value, loaded.model.config.vocab_size,
-                       threads=threads, runs=runs, has_labels=not feature)
+                       threads=threads, runs=runs, has_labels=not feature).results
     fp32_ms = {r.backend.name: {lat.batch: lat.p50_ms for lat in r.latency} for r in results}["fp32-traced"]
     rows = []
     for r in results:

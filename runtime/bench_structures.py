@@ -34,10 +34,10 @@ def main(runs, threads, accuracy_level):
                "range-element": QuantConfig(structure="element")}
     with tempfile.TemporaryDirectory() as work:
         built = build_backends(loaded, Path(work), configs, ("ort-int8",), (accuracy_level,))
-        tables = validate_all(built, loaded, shipped_sentences(), ["cpu"], threads, [(1, 128)], runs, False)
+        validation = validate_all(built, loaded, shipped_sentences(), ["ort-cpu"], threads, [(1, 128)], runs, False)
     click.echo(f"embedded MiniLM, ONNX Runtime CPU, {threads} threads, {runs} timed runs, accuracy level "
                f"{accuracy_level}")
-    click.echo(backend_table(tables["cpu"]))
+    click.echo(backend_table(validation.results))
 
 
 if __name__ == "__main__":

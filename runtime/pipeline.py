@@ -16,8 +16,7 @@ from svdq_edge.data import TextDataset
 from svdq_edge.exporters.export import SizeReport, export_onnx
 from svdq_edge.io import save_quantized
 from svdq_edge.runtime.baselines import build_baseline, require_baselines
-from svdq_edge.runtime.session import available_providers, resolve_provider
-from svdq_edge.runtime.validate import DEFAULT_SHAPES, Backend, BackendResult, validate
+from svdq_edge.runtime.validate import DEFAULT_SHAPES, Backend, Validation, validate
 from svdq_edge.sources import LoadedModel, ModelTask
 
 log = logging.getLogger(__name__)
@@ -75,17 +74,9 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
     return BuiltBackends(backends, sizes)
 
 
-def providers_to_run(requested: tuple[str, ...] | None, fallback: str | None = None) -> list[str]:
-    """`requested` as given (each must exist unless a fallback is named); None = cpu plus cuda when present."""
-    if requested is None:
-        return ["cpu"] + (["cuda"] if "cuda" in available_providers() else [])
-    return list(dict.fromkeys(resolve_provider(p, fallback) for p in requested))
-
-
-def validate_all(built: BuiltBackends, loaded: LoadedModel, data: TextDataset, providers: list[str],
-                 threads: int | None, shapes=DEFAULT_SHAPES, runs: int = 30,
-                 has_labels: bool = True) -> dict[str, list[BackendResult]]:
+def validate_all(built: BuiltBackends, loaded: LoadedModel, data: TextDataset, runtimes: list[str],
+                 threads: int | None, shapes=DEFAULT_SHAPES, runs: int = 30, has_labels: bool = True) -> Validation:
+    """Every built backend under every runtime (names of runtime/runtimes), in one interleaved timing run."""
     task = loaded.task.value if loaded.task is not ModelTask.CAUSAL_LM else "causal-lm"
     vocab = loaded.model.config.vocab_size
-    return {p: validate(built.backends, loaded.tokenizer, data, task, vocab, p, threads, shapes, runs, has_labels)
-            for p in providers}
+    return validate(built.backends, loaded.tokenizer, data, task, vocab, runtimes, threads, shapes, runs, has_labels)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from svdq_edge.runtime.validate import BackendResult
+from svdq_edge.runtime.validate import BackendResult, Validation
 from svdq_edge.table import markdown_table
 
 
@@ -17,10 +17,12 @@ def _pct(x: float) -> str:
 
 
 def backend_table(results: list[BackendResult]) -> str:
-    """One row per backend: accuracy or cosine, fidelity, size, latency per shape, speed-up vs the first row."""
+    """One row per backend (and runtime, when there are several): accuracy or cosine, fidelity, size, latency per
+    shape, speed-up vs the first row."""
     ref = results[0]
     is_cls = ref.task != "feature-extraction"
-    headers = ["backend", "size MB", "bits/w"]
+    several = len({r.runtime for r in results}) > 1
+    headers = ["runtime"] * several + ["backend", "size MB", "bits/w"]
     if ref.acc is not None:
         headers += ["acc % (95% CI)", "Δ vs fp32 [95% CI], McNemar p"]
     headers += ["agree %", "KL"] if is_cls else ["cos mean", "cos min"]
@@ -29,7 +31,7 @@ def backend_table(results: list[BackendResult]) -> str:
     headers += ["RSS MB"]
     rows = []
     for r in results:
-        row = [r.backend.name, f"{r.size_mb:.1f}", f"{r.bits:.2f}"]
+        row = [r.runtime] * several + [r.backend.name, f"{r.size_mb:.1f}", f"{r.bits:.2f}"]
         if ref.acc is not None:
             lo, hi = r.acc.ci
             row.append(f"{_pct(r.acc.value)} ({_pct(lo)}-{_pct(hi)})")
@@ -56,71 +58,79 @@ def environment() -> dict:
             "providers": ort.get_available_providers()}
 
 
-def write_report(out_dir: Path, title: str, tables: dict[str, list[BackendResult]], extra_md: str = "",
+def write_report(out_dir: Path, title: str, validation: Validation, extra_md: str = "",
                  meta: dict | None = None) -> list[Path]:
     """report.json, report.md and PNG plots in `out_dir`; returns the files written."""
+    from svdq_edge.runtime.runtimes import runtimes
+
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
+    used = list(dict.fromkeys(r.runtime for r in validation.results))
+    known = runtimes()
     payload = {"title": title, "environment": env, "meta": meta or {},
-               "providers": {p: [r.to_dict(out_dir) for r in rs] for p, rs in tables.items()}}
+               "runtimes": {n: known[n].summary for n in used},
+               "results": [r.to_dict(out_dir) for r in validation.results], "skipped": validation.skipped}
     files = [out_dir / "report.json", out_dir / "report.md"]
     files[0].write_text(json.dumps(payload, indent=2))
-    md = [f"# {title}", "", f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}", ""]
-    for provider, rs in tables.items():
-        md += [f"## {provider.upper()} execution provider", "", backend_table(rs), ""]
+    md = [f"# {title}", "", f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}; runtimes: "
+          + "; ".join(f"`{n}` = {known[n].summary}" for n in used), "", backend_table(validation.results), ""]
+    notes = [f"{r.label}: {r.runtime_note}" for r in validation.results if r.runtime_note]
+    if notes:
+        md += ["Loaded through: " + "; ".join(notes), ""]
+    if validation.skipped:
+        md += ["Skipped: " + "; ".join(f"{k}: {why}" for k, why in validation.skipped.items()), ""]
     if extra_md:
         md += [extra_md, ""]
     files[1].write_text("\n".join(md))
-    files += plot(out_dir, tables)
+    files += plot(out_dir, validation.results)
     return files
 
 
-def plot(out_dir: Path, tables: dict[str, list[BackendResult]]) -> list[Path]:
-    """accuracy_vs_size_<provider>.png (or fidelity vs size) and latency_<provider>.png."""
+def plot(out_dir: Path, results: list[BackendResult]) -> list[Path]:
+    """accuracy_vs_size.png (or fidelity vs size) and latency.png, one point / bar per runtime and backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
-    for provider, rs in tables.items():
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for r in rs:
-            if r.acc is not None:
-                lo, hi = r.acc.ci
-                y, err = 100 * r.acc.value, [[100 * (r.acc.value - lo)], [100 * (hi - r.acc.value)]]
-                ax.errorbar(r.size_mb, y, yerr=err, fmt="o", capsize=3)
-            else:
-                y = 100 * (r.cosine_mean if r.cosine_mean is not None else 1.0)
-                ax.plot(r.size_mb, y, "o")
-            ax.annotate(r.backend.name, (r.size_mb, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel("model file size (MB)")
-        ax.set_ylabel("accuracy % (95% CI)" if rs[0].acc is not None else "mean cosine vs FP32 (%)")
-        ax.set_title(f"Accuracy vs size ({provider})")
-        ax.grid(alpha=0.3)
-        f = out_dir / f"accuracy_vs_size_{provider}.png"
-        fig.tight_layout()
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(f)
+    several = len({r.runtime for r in results}) > 1
+    names = [r.label if several else r.backend.name for r in results]
+    markers = {n: m for n, m in zip(dict.fromkeys(r.runtime for r in results), "osD^v<>p", strict=False)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for r, name in zip(results, names, strict=True):
+        if r.acc is not None:
+            lo, hi = r.acc.ci
+            y, err = 100 * r.acc.value, [[100 * (r.acc.value - lo)], [100 * (hi - r.acc.value)]]
+            ax.errorbar(r.size_mb, y, yerr=err, fmt=markers.get(r.runtime, "o"), capsize=3)
+        else:
+            y = 100 * (r.cosine_mean if r.cosine_mean is not None else 1.0)
+            ax.plot(r.size_mb, y, markers.get(r.runtime, "o"))
+        ax.annotate(name, (r.size_mb, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("model file size (MB)")
+    ax.set_ylabel("accuracy % (95% CI)" if results[0].acc is not None else "mean cosine vs FP32 (%)")
+    ax.set_title("Accuracy vs size" + (" (markers: runtimes)" if several else f" ({results[0].runtime})"))
+    ax.grid(alpha=0.3)
+    files = [out_dir / "accuracy_vs_size.png", out_dir / "latency.png"]
+    fig.tight_layout()
+    fig.savefig(files[0], dpi=120)
+    plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        shapes = [(lat.batch, lat.seq) for lat in rs[0].latency]
-        width = 0.8 / max(len(shapes), 1)
-        for j, (b, s) in enumerate(shapes):
-            xs = [i + j * width for i in range(len(rs))]
-            # p50 latency relative to the first backend (FP32): below 1 is faster.
-            ax.bar(xs, [r.latency[j].p50_ms / rs[0].latency[j].p50_ms for r in rs], width,
-                   label=f"batch {b} x seq {s} ({rs[0].latency[j].p50_ms:.1f} ms for {rs[0].backend.name})")
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xticks([i + width * (len(shapes) - 1) / 2 for i in range(len(rs))])
-        ax.set_xticklabels([r.backend.name for r in rs], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(f"p50 latency / {rs[0].backend.name} p50")
-        ax.set_title(f"Latency relative to {rs[0].backend.name} ({provider})")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        f = out_dir / f"latency_{provider}.png"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(f)
+    ref = results[0]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(results)), 4.4))
+    shapes = [(lat.batch, lat.seq) for lat in ref.latency]
+    width = 0.8 / max(len(shapes), 1)
+    for j, (b, s) in enumerate(shapes):
+        xs = [i + j * width for i in range(len(results))]
+        # p50 latency relative to the reference (FP32 on the first runtime): below 1 is faster.
+        ax.bar(xs, [r.latency[j].p50_ms / ref.latency[j].p50_ms for r in results], width,
+               label=f"batch {b} x seq {s} ({ref.latency[j].p50_ms:.1f} ms for {names[0]})")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks([i + width * (len(shapes) - 1) / 2 for i in range(len(results))])
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"p50 latency / {names[0]} p50")
+    ax.set_title(f"Latency relative to {names[0]}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(files[1], dpi=120)
+    plt.close(fig)
     return files

@@ -138,8 +138,8 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
                                      accuracy_level=c.accuracy_level, overwrite=True, graph=graph)
             mark_done(work, c)
         backends.append(Backend(c.label, path, f"accuracy_level {c.accuracy_level}"))
-    results = validate(backends, loaded.tokenizer, data, loaded.task.value, loaded.model.config.vocab_size, "cpu",
-                       threads, list(shapes), runs, has_labels)
+    results = validate(backends, loaded.tokenizer, data, loaded.task.value, loaded.model.config.vocab_size,
+                       ("ort-cpu",), threads, list(shapes), runs, has_labels).results
     base = results[0].size_mb
     rows = []
     for i, r in enumerate(results):

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from svdq_edge.data import TextDataset
+from svdq_edge.errors import UserError, first_line
 from svdq_edge.evaluate import Accuracy
 from svdq_edge.runtime.evaluate import onnx_outputs
 from svdq_edge.runtime.latency import (
@@ -25,7 +26,6 @@ from svdq_edge.runtime.latency import (
     reset_peak_rss,
 )
 from svdq_edge.runtime.metrics import cosine_similarity, kl_divergence, top1_agreement
-from svdq_edge.runtime.session import make_session
 from svdq_edge.stats import PairedComparison, paired_compare
 
 DEFAULT_SHAPES = ((1, 128), (8, 128))
@@ -41,7 +41,7 @@ class Backend:
 @dataclass
 class BackendResult:
     backend: Backend
-    provider: str
+    runtime: str  # a name of runtime/runtimes (ort-cpu, ort-cuda, openvino, ...)
     outputs: np.ndarray  # logits [n, C] or pooled embeddings [n, H]
     size_mb: float
     bits: float  # storage bits per weight of the linear layers
@@ -54,11 +54,16 @@ class BackendResult:
     cosine_mean: float | None = None
     cosine_min: float | None = None
     task: str = "sequence-classification"
+    runtime_note: str = ""  # how the runtime loaded it, when it has a choice (OpenVINO's route and precision)
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime}/{self.backend.name}"
 
     def to_dict(self, root: Path | None = None) -> dict:
         """JSON-ready; the backend's folder relative to `root` (the report's folder) when given, so a report stays
         true after its folder is moved."""
-        d = {k: getattr(self, k) for k in ("provider", "size_mb", "bits", "rss_mb", "agree", "kl",
+        d = {k: getattr(self, k) for k in ("runtime", "runtime_note", "size_mb", "bits", "rss_mb", "agree", "kl",
                                            "cosine_mean", "cosine_min")}
         path = self.backend.path if root is None else os.path.relpath(self.backend.path, root)
         d["backend"] = {"name": self.backend.name, "path": str(path), "note": self.backend.note}
@@ -102,33 +107,53 @@ def linear_bits_per_weight(model_dir: Path) -> float:
     return (bits + corr) / weights if weights else 32.0
 
 
-def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: str, vocab: int,
-             provider: str = "cpu", threads: int | None = 2, shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES,
-             runs: int = 30, has_labels: bool = True) -> list[BackendResult]:
-    """Evaluate every backend on `provider`; the first is the FP32 reference.
+@dataclass
+class Validation:
+    results: list[BackendResult]  # runtime-major: every backend under the first runtime, then the next runtime
+    skipped: dict[str, str] = field(default_factory=dict)  # "runtime/backend" -> why it did not run
 
-    Outputs and memory are measured one backend at a time; latency afterwards, interleaved across all backends
-    (see `measure_interleaved`), so the speed-ups compare like with like.
+
+def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: str, vocab: int,
+             runtimes: Sequence[str] = ("ort-cpu",), threads: int | None = 2,
+             shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES, runs: int = 30, has_labels: bool = True) -> Validation:
+    """Evaluate every backend under every runtime; the first backend under the first runtime (FP32 ONNX on ONNX
+    Runtime) is the reference of every row's fidelity and speed-up.
+
+    Outputs and memory are measured one session at a time; latency afterwards, interleaved across all sessions of
+    all runtimes (see `measure_interleaved`), so the speed-ups compare like with like. A backend that a runtime
+    cannot load (OpenVINO and an op it lacks) is skipped with the reason; the reference must load.
     """
+    from svdq_edge.runtime.runtimes import runtimes as known_runtimes
+
+    known = known_runtimes()
     results: list[BackendResult] = []
     sessions = []
-    for b in backends:
-        reset_peak_rss()
-        before = current_rss_mb()
-        sess = make_session(b.path, provider, threads)
-        out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction", desc=b.name)
-        peak = peak_rss_mb()
-        rss = None if before is None or peak is None else peak - before
-        results.append(BackendResult(b, provider, out, model_size_mb(b.path), linear_bits_per_weight(b.path),
-                                     rss_mb=rss, task=task))
-        sessions.append(sess)
+    skipped: dict[str, str] = {}
+    for name in runtimes:
+        runtime = known[name]
+        for b in backends:
+            reset_peak_rss()
+            before = current_rss_mb()
+            try:
+                sess = runtime.open(b.path, threads)
+            except UserError as e:
+                if not results:  # the reference itself: nothing to compare with
+                    raise
+                skipped[f"{name}/{b.name}"] = first_line(e)
+                continue
+            out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction", desc=f"{name}/{b.name}")
+            peak = peak_rss_mb()
+            rss = None if before is None or peak is None else peak - before
+            results.append(BackendResult(b, name, out, model_size_mb(b.path), linear_bits_per_weight(b.path),
+                                         rss_mb=rss, task=task, runtime_note=getattr(sess, "note", "")))
+            sessions.append(sess)
     for bs, seq in shapes:
         for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs, progress=True),
                           strict=True):
             r.latency.append(lat)
     del sessions
     _fidelity(results, data, task, has_labels)
-    return results
+    return Validation(results, skipped)
 
 
 def _fidelity(results: list[BackendResult], data: TextDataset, task: str, has_labels: bool) -> None:

@@ -17,10 +17,11 @@ LISTED = ("method", "bits", "keep", "seed")  # compare sets these from its lists
 
 def backend_options(fn):
     opts = [
-        click.option("--providers", default=None,
-                     help="comma-separated execution providers (cpu, cuda); default: cpu, plus cuda when present"),
-        click.option("--fallback", type=click.Choice(["cpu"]), default=None,
-                     help="run on this provider when a requested one is missing (never silent: it is reported)"),
+        click.option("--runtimes", default=None,
+                     help="comma-separated runtimes, one table across them: ort-cpu, ort-cuda, openvino, "
+                          "openvino-f32 (encoders); genai, llamacpp (decoders: beside the ONNX Runtime loop). "
+                          "A runtime that cannot run here is skipped with the reason. Default: ort-cpu, plus "
+                          "ort-cuda when present"),
         click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
                      help="ONNX Runtime intra-op threads"),
         click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,
@@ -61,31 +62,31 @@ def _parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
-def _providers(text: str | None, fallback: str | None) -> list[str]:
-    from svdq_edge.runtime.pipeline import providers_to_run
+def _runtimes(text: str | None, task: str) -> list[str]:
+    """The runtimes to run (names); those that cannot serve here are said on stderr, one line each."""
+    from svdq_edge.runtime.runtimes import select_runtimes
 
-    requested = None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
-    chosen = providers_to_run(requested, fallback)
-    if requested and fallback and set(chosen) != set(requested):
-        click.echo(f"note: requested providers {', '.join(requested)}; running on {', '.join(chosen)} "
-                   f"(--fallback {fallback})", err=True)
-    return chosen
+    chosen, skipped = select_runtimes(text, task)
+    for name, why in skipped.items():
+        click.echo(f"note: runtime {name} skipped: {why}", err=True)
+    return [r.name for r in chosen]
 
 
-def _validate_and_report(loaded, built, data, stage, out, title, providers, threads, shapes, runs, has_labels,
+def _validate_and_report(loaded, built, data, stage, out, title, runtimes, threads, shapes, runs, has_labels,
                          extra_md="", meta=None):
-    """Validate, print the tables and write the report into `stage` (the folder that becomes `out`)."""
+    """Validate, print the table and write the report into `stage` (the folder that becomes `out`)."""
     from svdq_edge.runtime.pipeline import validate_all
     from svdq_edge.runtime.report import backend_table, write_report
 
-    tables = validate_all(built, loaded, data, providers, threads, shapes, runs, has_labels)
-    for provider, results in tables.items():
-        click.echo(f"\n{title}: {provider.upper()} execution provider, {threads} threads, n={len(data)}")
-        click.echo(backend_table(results))
-    files = write_report(stage, title, tables, extra_md, meta)
+    validation = validate_all(built, loaded, data, runtimes, threads, shapes, runs, has_labels)
+    click.echo(f"\n{title}: runtimes {', '.join(runtimes)}, {threads} threads, n={len(data)}")
+    click.echo(backend_table(validation.results))
+    for key, why in validation.skipped.items():
+        click.echo(f"skipped {key}: {why}")
+    files = write_report(stage, title, validation, extra_md, meta)
     click.echo("\nsizes: " + "; ".join(f"{k} {s.summary()}" for k, s in built.sizes.items() if k != "fp32"))
     click.echo("wrote " + ", ".join(str(out / f.relative_to(stage)) for f in files))
-    return tables
+    return validation
 
 
 @click.command()
@@ -102,7 +103,7 @@ def _validate_and_report(loaded, built, data, stage, out, title, providers, thre
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @user_errors
-def run(model, data, method, providers, fallback, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
+def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
         limit, **q):
     """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
@@ -125,7 +126,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
     config = make_config(method, **q)
     levels = _parse_levels(accuracy_levels)
     shape_list = _parse_shapes(shapes)
-    provider_list = _providers(providers, fallback)
+    runtime_list = _runtimes(runtimes, "encoder")
     ds = read_glue_tsv(data, limit, label2id_of(model)) if data else shipped_sentences().head(limit)
     names = tuple(b for b in baselines.split(",") if b)
     with staged_output(out, overwrite) as stage:
@@ -136,7 +137,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
-        _validate_and_report(loaded, built, ds, stage, out, title, provider_list, threads, shape_list, runs,
+        _validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
                              has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
 
 
@@ -164,7 +165,7 @@ def run(model, data, method, providers, fallback, threads, runs, shapes, accurac
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @user_errors
-def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, providers, fallback, threads, runs,
+def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, runtimes, threads, runs,
             shapes, accuracy_levels, backends, onnx_methods, out, overwrite, limit, batch_size, **q):
     """Compare saliency methods (PyTorch, optionally checked under ONNX Runtime) and ONNX backends on the same
     examples. For a causal LM: perplexity on --data (first --limit tokens) and prefill/decode latency of FP32 ONNX,
@@ -184,12 +185,14 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     if _is_causal_lm(model):  # decoders: perplexity on raw text + prefill/decode latency, FP32 vs ORT RTN vs ours
         from svdq_edge.runtime.bench_decoder import decoder_report
 
+        runtime_list = _runtimes(runtimes, "decoder")
+
         configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
                                                     forced=LISTED, **q)
                    for m in onnx_methods.split(",") if m.strip()}
         with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite) as stage:
             table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
-                                   out=stage)
+                                   out=stage, genai="genai" in runtime_list, llamacpp="llamacpp" in runtime_list)
         click.echo(table)
         return
     ds = read_glue_tsv(data, limit, label2id_of(model))
@@ -199,7 +202,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
                     for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
     levels = _parse_levels(accuracy_levels)
-    shape_list, provider_list = (_parse_shapes(shapes), _providers(providers, fallback)) if do_onnx else ([], [])
+    shape_list, runtime_list = (_parse_shapes(shapes), _runtimes(runtimes, "encoder")) if do_onnx else ([], [])
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
     with staged_output(out, overwrite) as stage:
         loaded = load_model(model)
@@ -225,7 +228,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
             baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
             built = build_backends(loaded, stage / "backends", onnx_configs, baseline_names, levels)
             title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
-            _validate_and_report(loaded, built, ds, stage, out, title, provider_list, threads, shape_list, runs,
+            _validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
                                  True, extra_md="\n".join(md),
                                  meta={"data": ds.path, "ours": {k: c.to_dict() for k, c in onnx_configs.items()}})
     if not do_onnx:

@@ -61,52 +61,85 @@ class MethodResult:
         return "fp32" if self.config is None else self.config.method
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What every candidate is compared with: the FP32 model, its logits and the inputs of its linear layers on the
+    first FIDELITY_ROWS examples (for the per-layer output error)."""
+
+    loaded: LoadedModel
+    data: TextDataset
+    logits: Tensor
+    X: dict[str, Tensor]
+    batch_size: int = 32
+
+
+def reference(loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantConfig], batch_size: int = 32,
+              progress: bool = True) -> Reference:
+    """The FP32 side of a comparison (refuses calibration data that is the evaluation data)."""
+    if data.path and any(c.calib_data and Path(c.calib_data).resolve() == Path(data.path).resolve()
+                         for c in configs.values()):
+        raise DataError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
+    logits = predict_logits(loaded.model, loaded.tokenizer, data, batch_size, progress=progress, desc="fp32")
+    skip = next(iter(configs.values())).skip if configs else ()
+    names = [n for n, _ in find_targets(loaded.model, skip)]
+    X = capture_inputs(loaded.model, names, batches(loaded.tokenizer, data.head(FIDELITY_ROWS), batch_size))
+    return Reference(loaded, data, logits, X, batch_size)
+
+
+def evaluate_config(ref: Reference, label: str, config: QuantConfig, calib: dict | None = None,
+                    progress: bool = True, ort_check: OrtChecker | None = None) -> MethodResult:
+    """Quantize a copy of the FP32 model with `config` (calibrated methods: from `calib`, collected here when None)
+    and score it against the reference. The unit of work of a sweep: local, or one Ray task (runtime/cluster.py)."""
+    fp32, tok, data = ref.loaded.model, ref.loaded.tokenizer, ref.data
+    if get(config.method).needs_calibration and calib is None:
+        calib = calibrate_model(fp32, tok, config, progress=progress)
+    model = copy.deepcopy(fp32)
+    start = time.perf_counter()
+    report = quantize_model(model, config, calib, progress=progress)
+    seconds = time.perf_counter() - start
+    logits = predict_logits(model, tok, data, ref.batch_size, progress=progress, desc=label)
+    quant = quantized_layers(model)
+    W_ref, X_ref = folded_reference({n: linear_weight(fp32.get_submodule(n)).detach().float() for n in quant},
+                                    ref.X, report.folds)
+    errs = [output_error(W_ref[n], q.effective_weight(), X_ref[n]) for n, q in quant.items() if n in X_ref]
+    fp32_correct, correct = correct_mask(ref.logits, data.labels), correct_mask(logits, data.labels)
+    return MethodResult(label, config, logits, accuracy(logits, data.labels),
+                        vs_fp32=paired_compare(fp32_correct, correct),
+                        agree=top1_agreement(ref.logits, logits), kl=kl_divergence(ref.logits, logits),
+                        out_err=sum(errs) / len(errs), bits=report.mean_bits(), seconds=seconds,
+                        ort=None if ort_check is None else ort_check(label, model, config, logits))
+
+
+def paired_results(ref: Reference, results: list[MethodResult]) -> list[MethodResult]:
+    """FP32 first, then `results`, each paired against the first `rtn` and the first `svd` result when present."""
+    data = ref.data
+    out = [MethodResult("fp32", None, ref.logits, accuracy(ref.logits, data.labels)), *results]
+    for ref_method in ("rtn", "svd"):
+        anchor = next((r for r in out[1:] if r.method == ref_method), None)
+        if anchor is None:
+            continue
+        anchor_correct = correct_mask(anchor.logits, data.labels)
+        for r in out[1:]:
+            setattr(r, f"vs_{ref_method}", paired_compare(anchor_correct, correct_mask(r.logits, data.labels)))
+    return out
+
+
 def compare_methods(loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantConfig], batch_size: int = 32,
                     progress: bool = True, ort_check: OrtChecker | None = None) -> list[MethodResult]:
-    """FP32 first, then one result per labelled config, all on the same examples.
+    """FP32 first, then one result per labelled config, all on the same examples, in this process.
 
     Calibration statistics are collected once per distinct (file, samples, length, seed) from the FP32 model.
     Each result is paired against the first `rtn` and the first `svd` config (when present).
     """
-    fp32 = loaded.model
-    tok = loaded.tokenizer
-    if data.path and any(c.calib_data and Path(c.calib_data).resolve() == Path(data.path).resolve()
-                         for c in configs.values()):
-        raise DataError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
-    ref_logits = predict_logits(fp32, tok, data, batch_size, progress=progress, desc="fp32")
-    fp32_correct = correct_mask(ref_logits, data.labels)
-    results = [MethodResult("fp32", None, ref_logits, accuracy(ref_logits, data.labels))]
-    skip = next(iter(configs.values())).skip if configs else ()
-    names = [n for n, _ in find_targets(fp32, skip)]
-    X = capture_inputs(fp32, names, batches(tok, data.head(FIDELITY_ROWS), batch_size))
+    ref = reference(loaded, data, configs, batch_size, progress)
     calib_cache: dict[tuple, dict] = {}
+    results = []
     for label, config in configs.items():
         key = (config.calib_data, config.calib_samples, config.calib_seq_len, config.seed, config.skip)
         if get(config.method).needs_calibration and key not in calib_cache:
-            calib_cache[key] = calibrate_model(fp32, tok, config, progress=progress)
-        model = copy.deepcopy(fp32)
-        start = time.perf_counter()
-        report = quantize_model(model, config, calib_cache.get(key), progress=progress)
-        seconds = time.perf_counter() - start
-        logits = predict_logits(model, tok, data, batch_size, progress=progress, desc=label)
-        correct = correct_mask(logits, data.labels)
-        quant = quantized_layers(model)
-        W_ref, X_ref = folded_reference({n: linear_weight(fp32.get_submodule(n)).detach().float() for n in quant},
-                                        X, report.folds)
-        errs = [output_error(W_ref[n], q.effective_weight(), X_ref[n]) for n, q in quant.items() if n in X_ref]
-        results.append(MethodResult(label, config, logits, accuracy(logits, data.labels),
-                                    vs_fp32=paired_compare(fp32_correct, correct),
-                                    agree=top1_agreement(ref_logits, logits), kl=kl_divergence(ref_logits, logits),
-                                    out_err=sum(errs) / len(errs), bits=report.mean_bits(), seconds=seconds,
-                                    ort=None if ort_check is None else ort_check(label, model, config, logits)))
-    for ref_method in ("rtn", "svd"):
-        ref = next((r for r in results[1:] if r.method == ref_method), None)
-        if ref is None:
-            continue
-        ref_correct = correct_mask(ref.logits, data.labels)
-        for r in results[1:]:
-            setattr(r, f"vs_{ref_method}", paired_compare(ref_correct, correct_mask(r.logits, data.labels)))
-    return results
+            calib_cache[key] = calibrate_model(loaded.model, loaded.tokenizer, config, progress=progress)
+        results.append(evaluate_config(ref, label, config, calib_cache.get(key), progress, ort_check))
+    return paired_results(ref, results)
 
 
 def _pct(x: float) -> str:

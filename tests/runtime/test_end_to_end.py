@@ -23,14 +23,15 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
                   shared_path("data", "glue", "sst2", "dev.tsv"), "--limit", 40, "--methods", "rtn,range",
                   "--bits-list", "4", "--backends", "ort-int8", "--accuracy-levels", "0,4",
                   "--runs", 3, "--shapes", "1x32", "--out", out)
-    assert "PyTorch: W4" in text and "CPU execution provider" in text
+    assert "PyTorch: W4" in text and "runtimes ort-cpu" in text
     report = json.loads((out / "report.json").read_text())
-    rows = report["providers"]["cpu"]
+    rows = report["results"]
+    assert {r["runtime"] for r in rows} == {"ort-cpu"}
     assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours-range", "ours-range-acc4"]
     assert all(r["accuracy"]["n"] == 40 for r in rows)
     assert rows[2]["bits"] < 8 and rows[2]["size_mb"] < rows[0]["size_mb"]
     assert rows[2]["latency"][0]["batch"] == 1 and rows[2]["latency"][0]["seq"] == 32
-    for name in ("report.md", "accuracy_vs_size_cpu.png", "latency_cpu.png", "pytorch.json"):
+    for name in ("report.md", "accuracy_vs_size.png", "latency.png", "pytorch.json"):
         assert (out / name).stat().st_size > 0
     pt = json.loads((out / "pytorch.json").read_text())
     assert [r["method"] for r in pt["W4 keep 0.01"]] == ["fp32", "rtn", "range"]
@@ -48,7 +49,7 @@ def test_run_on_the_embedded_default_model(tmp_path):
     assert "cos mean" in text
     for step in ("build fp32", "build ort-int8", "export ours", "latency 1x16"):  # the long steps show progress
         assert step in text, step
-    rows = json.loads((out / "report.json").read_text())["providers"]["cpu"]
+    rows = json.loads((out / "report.json").read_text())["results"]
     assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours"]
     assert rows[2]["cosine_mean"] > 0.9
     assert rows[2]["backend"]["path"] == "backends/ours"  # relative to the report: true after the folder moved
