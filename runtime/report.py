@@ -58,8 +58,28 @@ def environment() -> dict:
             "providers": ort.get_available_providers()}
 
 
+def device_table(per_device: dict[str, Validation]) -> str:
+    """Latency of the same backends on every device kind: one column group per device, speed-ups against that
+    device's own first row (FP32 on the first runtime)."""
+    kinds = list(per_device)
+    first = per_device[kinds[0]].results
+    headers = ["runtime/backend"]
+    for kind in kinds:
+        headers += [f"{kind} b{lat.batch}x{lat.seq} p50 ms (speed-up)" for lat in first[0].latency]
+    rows = {r.label: [r.label] for r in first}
+    for kind in kinds:
+        results = per_device[kind].results
+        by_label = {r.label: r for r in results}
+        for label, row in rows.items():
+            r = by_label.get(label)
+            row += ["-"] * len(first[0].latency) if r is None else \
+                [f"{lat.p50_ms:.2f} ({ref.p50_ms / lat.p50_ms:.2f}x)"
+                 for lat, ref in zip(r.latency, results[0].latency, strict=True)]
+    return markdown_table(headers, list(rows.values()))
+
+
 def write_report(out_dir: Path, title: str, validation: Validation, extra_md: str = "",
-                 meta: dict | None = None) -> list[Path]:
+                 meta: dict | None = None, per_device: dict[str, Validation] | None = None) -> list[Path]:
     """report.json, report.md and PNG plots in `out_dir`; returns the files written."""
     from svdq_edge.runtime.runtimes import runtimes
 
@@ -70,6 +90,8 @@ def write_report(out_dir: Path, title: str, validation: Validation, extra_md: st
     payload = {"title": title, "environment": env, "meta": meta or {},
                "runtimes": {n: known[n].summary for n in used},
                "results": [r.to_dict(out_dir) for r in validation.results], "skipped": validation.skipped}
+    if per_device:
+        payload["devices"] = {kind: [r.to_dict(out_dir) for r in v.results] for kind, v in per_device.items()}
     files = [out_dir / "report.json", out_dir / "report.md"]
     files[0].write_text(json.dumps(payload, indent=2))
     md = [f"# {title}", "", f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}; runtimes: "
@@ -79,6 +101,8 @@ def write_report(out_dir: Path, title: str, validation: Validation, extra_md: st
         md += ["Loaded through: " + "; ".join(notes), ""]
     if validation.skipped:
         md += ["Skipped: " + "; ".join(f"{k}: {why}" for k, why in validation.skipped.items()), ""]
+    if per_device:
+        md += [f"## Latency per device kind ({', '.join(per_device)})", "", device_table(per_device), ""]
     if extra_md:
         md += [extra_md, ""]
     files[1].write_text("\n".join(md))

@@ -215,8 +215,9 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
 
 
 def _register() -> None:
+    from svdq_edge.cli_compare import compare
     from svdq_edge.cli_generate import generate
-    from svdq_edge.cli_run import compare, run
+    from svdq_edge.cli_run import run
     from svdq_edge.cli_tune import tune
 
     main.add_command(compare)
