@@ -48,7 +48,7 @@ RUN TORCH_INDEX_URL="${TORCH_INDEX_URL}" bash /install/install-image pip3 /wheel
 USER svdq
 WORKDIR /home/svdq
 ENTRYPOINT ["svdq-edge"]
-CMD ["run", "--providers", "cuda,cpu"]
+CMD ["run", "--runtimes", "ort-cuda,ort-cpu"]
 
 # The last stage is what a plain `docker build` produces: keep the CPU image as the default.
 FROM cpu AS default

@@ -51,6 +51,14 @@ def _run(fn: Callable, threads: int, *args) -> tuple[Any, str, str | None]:
     return fn(*args), *_where()
 
 
+def _value(fn: Callable, threads: int, *args) -> Any:
+    """A task whose result feeds other tasks (their argument is its object reference)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
 class RaySweep:
     """A connection to a Ray cluster (`address`), or a local Ray started for this run (`address` None or "local").
 
@@ -74,7 +82,7 @@ class RaySweep:
         if device is not None and device not in self.devices():
             raise ClusterError(f"no alive Ray node has the label {DEVICE_LABEL}={device} "
                                f"(have: {', '.join(self.devices()) or 'none'})")
-        self._task = ray.remote(_run)
+        self._task, self._value = ray.remote(_run), ray.remote(_value)
 
     @staticmethod
     def devices() -> list[str]:
@@ -100,6 +108,18 @@ class RaySweep:
 
         return ray.put(value)
 
+    def _options(self, device: str | None, cpus: int) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": self.retries, "retry_exceptions": True}
+        if device is not None:
+            options["label_selector"] = {DEVICE_LABEL: device}
+        return options
+
+    def submit(self, fn: Callable, *args):
+        """Start `fn(*args)` as a task on this sweep's device and return its object reference at once: an
+        intermediate result (calibration statistics) that other tasks take as an argument, so Ray runs them after
+        it, and computes it once for all of them."""
+        return self._value.options(**self._options(self.device, self.cpus)).remote(fn, self.cpus, *args)
+
     def map(self, fn: Callable, tasks: dict[str, tuple], device: str | None = None, cpus: int | None = None,
             progress: bool = True) -> dict[str, Outcome]:
         """Run `fn(*args)` for every `label: args` as one Ray task each, with `cpus` CPUs (default: the sweep's), on
@@ -108,9 +128,7 @@ class RaySweep:
         from tqdm.auto import tqdm
 
         device, cpus = device or self.device, cpus or self.cpus
-        options: dict[str, Any] = {"num_cpus": cpus, "max_retries": self.retries, "retry_exceptions": True}
-        if device is not None:
-            options["label_selector"] = {DEVICE_LABEL: device}
+        options = self._options(device, cpus)
         refs = {self._task.options(**options).remote(fn, cpus, *args): label for label, args in tasks.items()}
         done: dict[str, Outcome] = {}
         pending = list(refs)

@@ -8,7 +8,8 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from svdq_edge.compare import MethodResult, evaluate_config, paired_results, reference
+from svdq_edge.apply import calibrate_model
+from svdq_edge.compare import MethodResult, calibration_key, evaluate_config, paired_results, reference
 from svdq_edge.config import QuantConfig
 from svdq_edge.data import TextDataset
 from svdq_edge.runtime.cluster import DEVICE_LABEL, ClusterError, RaySweep
@@ -23,18 +24,29 @@ class SweepResults:
     placed: dict[str, dict] = field(default_factory=dict)  # label -> {"node": id, "device": label}
 
 
-def _evaluate(ref, label: str, config: QuantConfig) -> MethodResult:
-    return evaluate_config(ref, label, config, progress=False)
+def _evaluate(ref, label: str, config: QuantConfig, calib: dict | None) -> MethodResult:
+    return evaluate_config(ref, label, config, calib, progress=False)
+
+
+def _calibrate(ref, config: QuantConfig) -> dict:
+    return calibrate_model(ref.loaded.model, ref.loaded.tokenizer, config, progress=False)
 
 
 def sweep_methods(sweep: RaySweep, loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantConfig],
                   batch_size: int = 32, task=_evaluate) -> SweepResults:
     """compare_methods with every config as one Ray task: the FP32 reference is computed here once and shared
-    through the object store; calibrated configs calibrate inside their task. `task(ref, label, config)` is the
+    through the object store; calibration statistics are one task per distinct calibration (file, rows, seed),
+    whose result the candidates of that calibration take as an argument. `task(ref, label, config, calib)` is the
     unit of work (tests swap in one that kills its worker)."""
-    ref = reference(loaded, data, configs, batch_size)
+    ref = reference(loaded, data, configs, batch_size, progress=False)
     ref_id = sweep.put(ref)
-    outcomes = sweep.map(task, {label: (ref_id, label, c) for label, c in configs.items()})
+    calib = {}
+    for c in configs.values():
+        key = calibration_key(c)
+        if key is not None and key not in calib:
+            calib[key] = sweep.submit(_calibrate, ref_id, c)
+    outcomes = sweep.map(task, {label: (ref_id, label, c, calib.get(calibration_key(c)))
+                                for label, c in configs.items()})
     return SweepResults(paired_results(ref, [o.value for o in outcomes.values() if o.error is None]),
                         {k: o.error for k, o in outcomes.items() if o.error is not None},
                         {k: {"node": o.node, "device": o.device} for k, o in outcomes.items() if o.error is None})

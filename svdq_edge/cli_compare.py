@@ -16,6 +16,7 @@ from svdq_edge.cli_run import (
     number_list,
     parse_levels,
     parse_shapes,
+    ray_sweep,
     runtime_names,
     validate_and_report,
 )
@@ -104,7 +105,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     levels = parse_levels(accuracy_levels)
     shape_list, runtime_list = (parse_shapes(shapes), runtime_names(runtimes, "encoder")) if do_onnx else ([], [])
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
-    with staged_output(out, overwrite) as stage, _sweep(ray_address, device) as sweep:
+    with staged_output(out, overwrite) as stage, ray_sweep(ray_address, device) as sweep:
         loaded = load_model(model)
         require_classifier(loaded)
         checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None
@@ -143,17 +144,6 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
                                 sweep=sweep if per_device else None, shared_artifacts=artifacts is not None)
     if not do_onnx:
         click.echo(f"\nwrote {out / 'pytorch.json'}, {out / 'report.md'}")
-
-
-def _sweep(address: str | None, device: str | None):
-    """A RaySweep for --ray (closed at the end), or a null context."""
-    import contextlib
-
-    if address is None:
-        return contextlib.nullcontext()
-    from svdq_edge.runtime.cluster import RaySweep
-
-    return RaySweep(address, device)
 
 
 def _is_causal_lm(model: str | None) -> bool:

@@ -103,6 +103,17 @@ def validate_and_report(loaded, built, data, stage, out, title, runtimes, thread
     return validation
 
 
+def ray_sweep(address: str | None, device: str | None = None):
+    """A RaySweep for --ray (closed at the end of the with-block), or a null context without it."""
+    import contextlib
+
+    if address is None:
+        return contextlib.nullcontext()
+    from svdq_edge.runtime.cluster import RaySweep
+
+    return RaySweep(address, device)
+
+
 @click.command()
 @click.argument("model", required=False)
 @click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -116,9 +127,15 @@ def validate_and_report(loaded, built, data, stage, out, title, runtimes, thread
               help="report folder (written whole at the end)")
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="validate on one node of every device kind (node label device=KIND) of the Ray cluster at "
+                   "ADDRESS (extra `cluster`; put --ray after MODEL, or write --ray local for a local Ray)")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="with --ray: build the ONNX folders in this folder, which every node reads (shared storage); "
+                   "default: they travel through Ray's object store")
 @user_errors
 def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
-        limit, **q):
+        limit, ray_address, artifacts, **q):
     """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
     own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
     from svdq_edge.data import read_glue_tsv
@@ -143,16 +160,20 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
     runtime_list = runtime_names(runtimes, "encoder")
     ds = read_glue_tsv(data, limit, label2id_of(model)) if data else shipped_sentences().head(limit)
     names = tuple(b for b in baselines.split(",") if b)
-    with staged_output(out, overwrite) as stage:
+    if artifacts is not None and ray_address is None:
+        raise UserError("--artifacts needs --ray")
+    with staged_output(out, overwrite) as stage, ray_sweep(ray_address) as sweep:
         loaded = load_model(model)
         if data:
             require_classifier(loaded)
-        built = build_backends(loaded, stage / "backends", {"ours": config}, names, levels, save_quantized_dirs=True)
+        work = stage / "backends" if artifacts is None else artifacts.resolve() / out.name / "backends"
+        built = build_backends(loaded, work, {"ours": config}, names, levels, save_quantized_dirs=True)
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
         validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
-                             has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path})
+                            has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path},
+                            sweep=sweep, shared_artifacts=artifacts is not None)
 
 
 def number_list(text: str, option: str, convert=int, what: str = "integers", allowed=None) -> list:

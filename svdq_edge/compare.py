@@ -61,16 +61,25 @@ class MethodResult:
         return "fp32" if self.config is None else self.config.method
 
 
-@dataclass(frozen=True)
+@dataclass
 class Reference:
-    """What every candidate is compared with: the FP32 model, its logits and the inputs of its linear layers on the
-    first FIDELITY_ROWS examples (for the per-layer output error)."""
+    """What every candidate is compared with: the FP32 model, its logits, and the inputs of its linear layers on the
+    first FIDELITY_ROWS examples (for the per-layer output error; captured on first use, deterministically, so a
+    reference sent to another process travels without them: ~340 MB for MiniLM)."""
 
     loaded: LoadedModel
     data: TextDataset
     logits: Tensor
-    X: dict[str, Tensor]
+    skip: tuple[str, ...]
     batch_size: int = 32
+    X: dict[str, Tensor] | None = None
+
+    def inputs(self) -> dict[str, Tensor]:
+        if self.X is None:
+            names = [n for n, _ in find_targets(self.loaded.model, self.skip)]
+            self.X = capture_inputs(self.loaded.model, names,
+                                    batches(self.loaded.tokenizer, self.data.head(FIDELITY_ROWS), self.batch_size))
+        return self.X
 
 
 def reference(loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantConfig], batch_size: int = 32,
@@ -81,9 +90,14 @@ def reference(loaded: LoadedModel, data: TextDataset, configs: dict[str, QuantCo
         raise DataError(f"{data.path}: calibration and evaluation data must differ (calibrate on the train split)")
     logits = predict_logits(loaded.model, loaded.tokenizer, data, batch_size, progress=progress, desc="fp32")
     skip = next(iter(configs.values())).skip if configs else ()
-    names = [n for n, _ in find_targets(loaded.model, skip)]
-    X = capture_inputs(loaded.model, names, batches(loaded.tokenizer, data.head(FIDELITY_ROWS), batch_size))
-    return Reference(loaded, data, logits, X, batch_size)
+    return Reference(loaded, data, logits, tuple(skip), batch_size)
+
+
+def calibration_key(config: QuantConfig) -> tuple | None:
+    """Configs with the same key share calibration statistics (None: the method needs none)."""
+    if not get(config.method).needs_calibration:
+        return None
+    return config.calib_data, config.calib_samples, config.calib_seq_len, config.seed, config.skip
 
 
 def evaluate_config(ref: Reference, label: str, config: QuantConfig, calib: dict | None = None,
@@ -100,7 +114,7 @@ def evaluate_config(ref: Reference, label: str, config: QuantConfig, calib: dict
     logits = predict_logits(model, tok, data, ref.batch_size, progress=progress, desc=label)
     quant = quantized_layers(model)
     W_ref, X_ref = folded_reference({n: linear_weight(fp32.get_submodule(n)).detach().float() for n in quant},
-                                    ref.X, report.folds)
+                                    ref.inputs(), report.folds)
     errs = [output_error(W_ref[n], q.effective_weight(), X_ref[n]) for n, q in quant.items() if n in X_ref]
     fp32_correct, correct = correct_mask(ref.logits, data.labels), correct_mask(logits, data.labels)
     return MethodResult(label, config, logits, accuracy(logits, data.labels),
@@ -135,8 +149,8 @@ def compare_methods(loaded: LoadedModel, data: TextDataset, configs: dict[str, Q
     calib_cache: dict[tuple, dict] = {}
     results = []
     for label, config in configs.items():
-        key = (config.calib_data, config.calib_samples, config.calib_seq_len, config.seed, config.skip)
-        if get(config.method).needs_calibration and key not in calib_cache:
+        key = calibration_key(config)
+        if key is not None and key not in calib_cache:
             calib_cache[key] = calibrate_model(loaded.model, loaded.tokenizer, config, progress=progress)
         results.append(evaluate_config(ref, label, config, calib_cache.get(key), progress, ort_check))
     return paired_results(ref, results)

@@ -46,18 +46,22 @@ def _configs():
     return {m: QuantConfig(method=m, bits=3, block_size=32, keep=0.02) for m in ("rtn", "range", "magnitude")}
 
 
-def test_every_candidate_runs_on_the_requested_kind_and_equals_a_local_run(cluster, sst2_like):
+def test_every_candidate_runs_on_the_requested_kind_and_equals_a_local_run(cluster, sst2_like, tmp_path):
     from svdq_edge.runtime.cluster import RaySweep
     from svdq_edge.runtime.sweep import sweep_methods
 
     folder, tsv = sst2_like
+    train = tmp_path / "train.tsv"
+    train.write_text(tsv.read_text().replace("film", "movie"))
+    configs = _configs() | {f"gptq s{s}": QuantConfig(method="gptq", bits=3, block_size=32, keep=0.02, seed=s,
+                                                      calib_data=str(train), calib_samples=8) for s in (0, 1)}
     loaded, data = load_model(str(folder)), read_glue_tsv(tsv)
-    local = compare_methods(loaded, data, _configs(), progress=False)
+    local = compare_methods(loaded, data, configs, progress=False)
     with RaySweep(device="x86-b") as sweep:
         assert sweep.devices() == list(KINDS)
-        swept = sweep_methods(sweep, loaded, data, _configs())
+        swept = sweep_methods(sweep, loaded, data, configs)  # calibrated: one calibration task per seed
     assert not swept.failed
-    assert {p["device"] for p in swept.placed.values()} == {"x86-b"} and set(swept.placed) == set(_configs())
+    assert {p["device"] for p in swept.placed.values()} == {"x86-b"} and set(swept.placed) == set(configs)
     assert [r.label for r in swept.results] == [r.label for r in local]
     for a, b in zip(local, swept.results, strict=True):
         assert a.acc.correct == b.acc.correct and a.agree == b.agree
@@ -67,16 +71,16 @@ def test_every_candidate_runs_on_the_requested_kind_and_equals_a_local_run(clust
 
 
 def _dies_once(marker: str):
-    def task(ref, label, config):
+    def task(ref, label, config, calib):
         flag = Path(marker) / label
         if not flag.exists():  # first attempt: the worker process dies mid-task, as a killed or OOM worker does
             flag.write_text(str(os.getpid()))
             os._exit(1)
-        return evaluate_config(ref, label, config, progress=False)
+        return evaluate_config(ref, label, config, calib, progress=False)
     return task
 
 
-def _always_fails(ref, label, config):
+def _always_fails(ref, label, config, calib):
     raise RuntimeError(f"broken candidate {label}")
 
 
@@ -127,3 +131,16 @@ def test_compare_on_ray_per_device_matches_the_local_report(cluster, sst2_like, 
 def test_ray_options_need_ray(tiny_bert_dir, tmp_path):
     r = CliRunner().invoke(main, ["compare", str(tiny_bert_dir), "--data", "x.tsv", "--per-device"])
     assert r.exit_code == 1 and "--device, --per-device and --artifacts need --ray" in r.output
+
+
+def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--block-size", "32", "--limit", "6", "--runs", "2",
+                                  "--shapes", "1x8", "--threads", "1", "--baselines", "ort-int8",
+                                  "--accuracy-levels", "0", "--out", str(out), "--ray", cluster.address,
+                                  "--artifacts", str(tmp_path / "shared")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["devices"]) == set(KINDS)
+    assert [x["backend"]["name"] for x in report["devices"]["x86-b"]] == ["fp32", "ort-int8", "ours"]
+    assert (tmp_path / "shared" / "run" / "backends" / "ours" / "model.onnx").is_file()  # built where nodes read
