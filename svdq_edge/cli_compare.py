@@ -11,7 +11,9 @@ import click
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
 from svdq_edge.cli_run import (
     DEFAULT_OUT,
+    artifacts_option,
     backend_options,
+    backends_folder,
     model_name,
     number_list,
     parse_levels,
@@ -57,9 +59,7 @@ LISTED = ("method", "bits", "keep", "seed")  # compare sets these from its lists
 @click.option("--per-device", is_flag=True,
               help="with --ray: validate the ONNX backends on one node of every device kind in the cluster "
                    "(one latency column group per device)")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="with --ray: build the ONNX folders in this folder, which every node reads (shared storage); "
-                   "default: they travel through Ray's object store")
+@artifacts_option
 @user_errors
 def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, runtimes, threads, runs,
             shapes, accuracy_levels, backends, onnx_methods, out, overwrite, limit, batch_size, ray_address, device,
@@ -135,8 +135,8 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
             (stage / "report.md").write_text("\n".join(md))
         else:
             baseline_names = tuple(x.strip() for x in backends.split(",") if x.strip())
-            work = stage / "backends" if artifacts is None else artifacts.resolve() / out.name / "backends"
-            built = build_backends(loaded, work, onnx_configs, baseline_names, levels)
+            built = build_backends(loaded, backends_folder(stage, out, artifacts), onnx_configs, baseline_names,
+                                   levels)
             title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
             meta = {"data": ds.path, "ours": {k: c.to_dict() for k, c in onnx_configs.items()}}
             validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,

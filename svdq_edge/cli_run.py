@@ -103,6 +103,17 @@ def validate_and_report(loaded, built, data, stage, out, title, runtimes, thread
     return validation
 
 
+def artifacts_option(fn):
+    return click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="with --ray: build the ONNX folders in this folder, which every node reads (shared "
+                             "storage); default: they travel through Ray's object store")(fn)
+
+
+def backends_folder(stage: Path, out: Path, artifacts: Path | None) -> Path:
+    """Where the backends are built: inside the report folder, or in the shared --artifacts folder."""
+    return stage / "backends" if artifacts is None else artifacts.resolve() / out.name / "backends"
+
+
 def ray_sweep(address: str | None, device: str | None = None):
     """A RaySweep for --ray (closed at the end of the with-block), or a null context without it."""
     import contextlib
@@ -130,9 +141,7 @@ def ray_sweep(address: str | None, device: str | None = None):
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="validate on one node of every device kind (node label device=KIND) of the Ray cluster at "
                    "ADDRESS (extra `cluster`; put --ray after MODEL, or write --ray local for a local Ray)")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="with --ray: build the ONNX folders in this folder, which every node reads (shared storage); "
-                   "default: they travel through Ray's object store")
+@artifacts_option
 @user_errors
 def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
         limit, ray_address, artifacts, **q):
@@ -166,8 +175,8 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
         loaded = load_model(model)
         if data:
             require_classifier(loaded)
-        work = stage / "backends" if artifacts is None else artifacts.resolve() / out.name / "backends"
-        built = build_backends(loaded, work, {"ours": config}, names, levels, save_quantized_dirs=True)
+        built = build_backends(loaded, backends_folder(stage, out, artifacts), {"ours": config}, names, levels,
+                               save_quantized_dirs=True)
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
