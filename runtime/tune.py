@@ -102,20 +102,35 @@ def mark_done(work: Path, c: Candidate) -> None:
                                            "accuracy_level": c.accuracy_level}, indent=2, sort_keys=True))
 
 
-def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Candidate], runs: int = 30,
-         threads: int = 2, shapes=((1, 128), (8, 128)), has_labels: bool = True, progress: bool = True) -> dict:
-    """Build (or reuse) every candidate, validate all of them with FP32 and INT8 dynamic in one interleaved run, and
-    return {"rows": [...], "chosen": row or None, ...}; rows carry size ratio, latency, loss and `frontier`."""
+def build_candidate(loaded, c: Candidate, work: Path, graph: str) -> Path:
+    """Quantize a copy of the model with the candidate's config, export it into the cache and mark it done."""
     import copy
 
+    from svdq_edge.apply import quantize_model
+    from svdq_edge.exporters.export import export_onnx
+    from svdq_edge.sources import LoadedModel
+
+    q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
+    report = quantize_model(q.model, c.config, progress=False)
+    path, _, _ = export_onnx(q, work / "candidates" / c.key / "onnx", report.config.to_dict(),
+                             accuracy_level=c.accuracy_level, overwrite=True, graph=graph)
+    mark_done(work, c)
+    return path
+
+
+def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Candidate], runs: int = 30,
+         threads: int = 2, shapes=((1, 128), (8, 128)), has_labels: bool = True, progress: bool = True,
+         sweep=None) -> dict:
+    """Build (or reuse) every candidate, validate all of them with FP32 and INT8 dynamic in one interleaved run, and
+    return {"rows": [...], "chosen": row or None, "failed": {...}, ...}; rows carry size ratio, latency, loss and
+    `frontier`. With a RaySweep (runtime/cluster.py) the missing candidates build as one Ray task each, into `work`
+    (which every node must reach); a build that fails after Ray's retry is left out and named in "failed"."""
     from tqdm.auto import tqdm
 
-    from svdq_edge.apply import quantize_model
     from svdq_edge.exporters.export import export_onnx
     from svdq_edge.exporters.fused import fused_unsupported_reason
     from svdq_edge.runtime.baselines import build_baseline
     from svdq_edge.runtime.validate import Backend, validate
-    from svdq_edge.sources import LoadedModel
 
     if metric not in METRICS:
         raise UserError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -129,15 +144,19 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
     if not (int8 / "model.onnx").is_file():
         build_baseline("ort-int8", fp32, int8)
     backends = [Backend("fp32", fp32, f"FP32 ({graph} graph)"), Backend("ort-int8", int8, "ORT INT8 dynamic")]
-    for c in tqdm(space, desc="tune: build candidates", disable=not progress):
+    todo = [c for c in space if cached(work, c) is None]
+    failed: dict[str, str] = {}
+    if sweep is None:
+        for c in tqdm(todo, desc="tune: build candidates", disable=not progress):
+            build_candidate(loaded, c, work, graph)
+    elif todo:
+        ref = sweep.put(loaded)
+        outcomes = sweep.map(build_candidate, {c.label: (ref, c, work, graph) for c in todo}, progress=progress)
+        failed = {label: o.error for label, o in outcomes.items() if o.error is not None}
+    for c in space:
         path = cached(work, c)
-        if path is None:
-            q = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
-            report = quantize_model(q.model, c.config, progress=False)
-            path, _, _ = export_onnx(q, work / "candidates" / c.key / "onnx", report.config.to_dict(),
-                                     accuracy_level=c.accuracy_level, overwrite=True, graph=graph)
-            mark_done(work, c)
-        backends.append(Backend(c.label, path, f"accuracy_level {c.accuracy_level}"))
+        if path is not None:
+            backends.append(Backend(c.label, path, f"accuracy_level {c.accuracy_level}"))
     results = validate(backends, loaded.tokenizer, data, loaded.task.value, loaded.model.config.vocab_size,
                        ("ort-cpu",), threads, list(shapes), runs, has_labels).results
     base = results[0].size_mb
@@ -159,4 +178,4 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
                        strict=True):
         row["frontier"] = on
     return {"metric": metric, "max_size": max_size, "graph": graph, "latency_shape": first, "rows": rows,
-            "chosen": choose(rows, max_size)}
+            "chosen": choose(rows, max_size), "failed": failed}

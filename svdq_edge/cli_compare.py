@@ -25,7 +25,9 @@ from svdq_edge.cli_run import (
 from svdq_edge.errors import UserError
 
 DEFAULT_METHODS = "rtn,random,magnitude,svd,svd-residual,range,proxy"
-LISTED = ("method", "bits", "keep", "seed")  # compare sets these from its lists: they win over a --recipe
+# QuantConfig field -> the options that set it from compare's command line. Over a --recipe, a field is taken from
+# compare's lists only when one of its options was given (the method always: it names every row).
+LISTED = {"method": (), "bits": ("bits_list", "bits"), "keep": ("keep_list", "keep"), "seed": ("calib_seeds", "seed")}
 
 
 @click.command()
@@ -69,6 +71,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     ORT RTN INT4 and our --onnx-methods exports, with the KV cache."""
     from svdq_edge.compare import compare_methods, results_table, seed_summary_table
     from svdq_edge.data import read_glue_tsv
+    from svdq_edge.explain import explain
     from svdq_edge.outputs import staged_output
     from svdq_edge.runtime.pipeline import build_backends
     from svdq_edge.runtime.torch_parity import ort_checker
@@ -78,6 +81,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         raise UserError("--device, --per-device and --artifacts need --ray")
     if ray_address is not None and ort_check:
         raise UserError("--ort-check runs in this process: leave it out with --ray")
+    forced = _forced()
     names = [m.strip() for m in methods.split(",") if m.strip()]
     bits_values = number_list(bits_list, "--bits-list")
     keeps = number_list(keep_list, "--keep-list", float, "numbers") if keep_list else [q["keep"]]
@@ -89,7 +93,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         runtime_list = runtime_names(runtimes, "decoder")
 
         configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
-                                                    forced=LISTED, **q)
+                                                    forced=forced, **q)
                    for m in onnx_methods.split(",") if m.strip()}
         with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite) as stage:
             table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
@@ -97,9 +101,11 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         click.echo(table)
         return
     ds = read_glue_tsv(data, limit, label2id_of(model))
-    grid = {(b, k): _method_configs(names, seeds, bits=b, keep=k, **q) for b in bits_values for k in keeps}
+    # the PyTorch tables are one per listed bit width: bits always come from the list there
+    grid = [_method_configs(names, seeds, tuple({*forced, "bits"}), bits=b, keep=k, **q)
+            for b in bits_values for k in keeps]
     onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
-                                             forced=LISTED, **q)
+                                             forced=forced, **q)
                     for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
     levels = parse_levels(accuracy_levels)
@@ -110,7 +116,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         require_classifier(loaded)
         checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None
         md, dump = [], {}
-        for (b, k), configs in grid.items():
+        for configs in grid:
             if sweep is None:
                 results, failed, placed = compare_methods(loaded, ds, configs, batch_size, ort_check=checker), {}, {}
             else:
@@ -119,9 +125,11 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
                 swept = sweep_methods(sweep, loaded, ds, configs, batch_size)
                 results, failed, placed = swept.results, swept.failed, swept.placed
             c0 = next(iter(configs.values()))
+            b, k = c0.bits, c0.keep
             head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if ort_check else ''}: W{b} block "
                     f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
-                    f"{c0.embedding_bits or 'FP32'}, calibration seeds {','.join(map(str, seeds))}")
+                    f"{c0.embedding_bits or 'FP32'}, calibration seeds "
+                    f"{','.join(map(str, sorted({c.seed for c in configs.values()})))}")
             tables = [results_table(results)] + [f"failed after a retry: {label}: {why}"
                                                  for label, why in failed.items()]
             if len(seeds) > 1 and any(c.calib_data for c in configs.values()):
@@ -139,6 +147,8 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
                                    levels)
             title = f"svdq-edge compare: {model_name(loaded.source)} on {ds.task} dev"
             meta = {"data": ds.path, "ours": {k: c.to_dict() for k, c in onnx_configs.items()}}
+            md += [f"## How `{label}` was made\n\n" + "\n".join(f"- {line}" for line in explain(c.to_dict()))
+                   for label, c in onnx_configs.items()]
             validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
                                 True, extra_md="\n".join(md), meta=meta,
                                 sweep=sweep if per_device else None, shared_artifacts=artifacts is not None)
@@ -152,16 +162,26 @@ def _is_causal_lm(model: str | None) -> bool:
     return detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM
 
 
-def _method_configs(names: list[str], seeds: list[int], **q) -> dict:
+def _forced() -> tuple[str, ...]:
+    """The QuantConfig fields compare's command line sets over a recipe (see LISTED)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = {p for p in ctx.params if ctx.get_parameter_source(p) is not ParameterSource.DEFAULT}
+    return tuple(field for field, options in LISTED.items() if not options or given & set(options))
+
+
+def _method_configs(names: list[str], seeds: list[int], forced: tuple[str, ...], **q) -> dict:
     """Labelled configs: calibrated methods once per seed ('awq s1'), data-free ones once (first seed)."""
     from svdq_edge.saliency import available, get
 
     configs = {}
     for m in names:
         if m in available() and get(m).needs_calibration:
-            configs.update({f"{m} s{s}": make_config(m, seed=s, forced=LISTED, **q) for s in seeds})
+            per_seed = tuple({*forced, "seed"})  # one row per listed seed: the seed names the row
+            configs.update({f"{m} s{s}": make_config(m, seed=s, forced=per_seed, **q) for s in seeds})
         else:
-            configs[m] = make_config(m, seed=seeds[0], forced=LISTED, **q)
+            configs[m] = make_config(m, seed=seeds[0], forced=forced, **q)
     return configs
 
 

@@ -175,14 +175,27 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
         loaded = load_model(model)
         if data:
             require_classifier(loaded)
-        built = build_backends(loaded, backends_folder(stage, out, artifacts), {"ours": config}, names, levels,
-                               save_quantized_dirs=True)
+        work = backends_folder(stage, out, artifacts)
+        built = build_backends(loaded, work, {"ours": config}, names, levels, save_quantized_dirs=True)
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
+        how = _how_ours_was_made(work / "ours-quantized")
         validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
-                            has_labels=data is not None, meta={"config": config.to_dict(), "data": ds.path},
+                            has_labels=data is not None, extra_md=how,
+                            meta={"config": config.to_dict(), "data": ds.path},
                             sweep=sweep, shared_artifacts=artifacts is not None)
+
+
+def _how_ours_was_made(quantized: Path) -> str:
+    """The report's section on our model: method, structure, where H came from (also printed), per-layer table."""
+    from svdq_edge.explain import explain, layer_table
+    from svdq_edge.io import read_quant_meta
+
+    meta = read_quant_meta(quantized)
+    lines = explain(meta["config"])
+    click.echo("ours: " + "; ".join(lines))
+    return "\n".join(["## How `ours` was made", "", *(f"- {line}" for line in lines), "", layer_table(meta)])
 
 
 def number_list(text: str, option: str, convert=int, what: str = "integers", allowed=None) -> list:

