@@ -16,6 +16,8 @@ llama.cpp on the file itself (`llamacpp`, when the `llamacpp` extra is installed
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -151,14 +153,16 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     gen_ms = decode_ms_interleaved(genai_dirs, ids[:128].tolist(), 64) if genai_dirs else {}
     # Perplexity one contender at a time, each session freed after: a 1024-token window of a large vocabulary is
     # GBs of logits, which every live session's arena would keep.
-    ppl = []
+    ppl, run_rss = [], []
     for n in names:
-        ppl.append(perplexity(onnx_window_scorer(make_session(out / n, "cpu", threads)), ids, max_length, stride,
-                              desc=f"ppl {n}"))
+        with _rss_growth(run_rss):  # the session's load and its perplexity windows, one contender at a time
+            ppl.append(perplexity(onnx_window_scorer(make_session(out / n, "cpu", threads)), ids, max_length,
+                                  stride, desc=f"ppl {n}"))
     if llama:
         names.append("llamacpp")
-        ppl.append(perplexity(LlamaCppDecoder.window_scorer(gguf, threads, max_length), ids, max_length, stride,
-                              desc="ppl llamacpp"))
+        with _rss_growth(run_rss):
+            ppl.append(perplexity(LlamaCppDecoder.window_scorer(gguf, threads, max_length), ids, max_length,
+                                  stride, desc="ppl llamacpp"))
     sessions = [make_session(out / n, "cpu", threads) for n in names if n != "llamacpp"]
     if llama:
         sessions.append(LlamaCppDecoder(gguf, threads, n_ctx=max(contexts) + 2))
@@ -167,7 +171,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     weight_mb = builds["fp32"]["weight_mb"]
     dump = {"configs": {k: c.to_dict() for k, c in configs.items()}, "builds": builds}
     rows = []
-    for n, p, ls in zip(names, ppl, lat, strict=True):
+    for n, p, ls, rss_run in zip(names, ppl, lat, run_rss, strict=True):
         d = {x.phase + str(x.context): x for x in ls}
         b = builds[n]
         size = gguf.stat().st_size / 1e6 if n == "llamacpp" else model_size_mb(out / n)
@@ -176,11 +180,13 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
         rows.append([n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
                      f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
                      f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
-                     f"{d['decode128'].tokens_per_s:.0f}", f"{gen_ms[n]:.2f}" if n in gen_ms else "-",
+                     f"{d['decode128'].p90_ms:.2f}", f"{d['decode128'].tokens_per_s:.0f}",
+                     f"{gen_ms[n]:.2f}" if n in gen_ms else "-", "-" if rss_run is None else f"{rss_run:.0f}",
                      f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss])
         dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
-                   "genai_decode_ms": gen_ms.get(n), "nodes": counts}
+                   "genai_decode_ms": gen_ms.get(n), "nodes": counts, "run_peak_rss_mb": rss_run}
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
+    _plot(out / "decode_vs_ppl.png", dump, names)
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value} head "
                      f"{c.head_bits or 'FP32'}" for k, c in configs.items())
     header = (f"{model}: {len(ids)} tokens of {data.name} -> {ppl[0].tokens} scored (window {max_length}, stride "
@@ -188,8 +194,42 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
               f"accuracy_level {accuracy_level} (ours and ORT RTN block {_block(configs)}); "
               f"FP32 weights {weight_mb:.0f} MiB")
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),
-            "tok/s @128", "genai Generator ms/tok", "build s", "build peak RSS MiB"]
+            "p90 @128", "tok/s @128", "genai Generator ms/tok", "run RSS MiB", "build s", "build peak RSS MiB"]
     return "\n".join([header, markdown_table(cols, rows)])
+
+
+@contextlib.contextmanager
+def _rss_growth(into: list):
+    """Append this process's peak RSS growth (MiB) over the with-block to `into` (None where /proc is absent)."""
+    from svdq_edge.runtime.latency import current_rss_mb, peak_rss_mb, reset_peak_rss
+
+    gc.collect()
+    reset_peak_rss()
+    before = current_rss_mb()
+    yield
+    peak = peak_rss_mb()
+    into.append(None if before is None or peak is None else peak - before)
+
+
+def _plot(path: Path, dump: dict, names: list[str]) -> None:
+    """Perplexity against decode ms/token at 128 cached tokens, one point per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for n in names:
+        ms = next(x["p50_ms"] for x in dump[n]["latency"] if x["phase"] == "decode" and x["context"] == 128)
+        ax.plot(ms, dump[n]["ppl"]["ppl"], "o")
+        ax.annotate(n, (ms, dump[n]["ppl"]["ppl"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("decode ms/token at 128 cached tokens (p50)")
+    ax.set_ylabel("perplexity")
+    ax.set_title("Decoder backends: speed against quality")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _block(configs: dict[str, QuantConfig]) -> int:

@@ -18,7 +18,7 @@ def backend_options(fn):
                      help="comma-separated runtimes, one table across them: ort-cpu, ort-cuda, openvino, "
                           "openvino-f32 (encoders); genai, llamacpp (decoders: beside the ONNX Runtime loop). "
                           "A runtime that cannot run here is skipped with the reason. Default: ort-cpu, plus "
-                          "ort-cuda when present"),
+                          "those of ort-cuda (encoders), genai and llamacpp (decoders) that can run here"),
         click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
                      help="ONNX Runtime intra-op threads"),
         click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,

@@ -30,6 +30,7 @@ class Runtime:
     missing: Callable[[], str | None]  # why it cannot run on this machine; None when it can
     # (folder holding model.onnx, intra-op threads) -> session; None for decoder runtimes run by bench_decoder
     open: Callable[[Path, int | None], object] | None = None
+    default: bool = False  # run without --runtimes wherever it can run
 
 
 def _module_missing(module: str, extra: str) -> Callable[[], str | None]:
@@ -72,31 +73,31 @@ def runtimes() -> dict[str, Runtime]:
     ov_missing = _module_missing("openvino", "openvino")
     return {r.name: r for r in (
         Runtime("ort-cpu", "ONNX Runtime, CPU execution provider", frozenset({ENCODER, DECODER}),
-                _ort_missing("cpu"), _open_ort("cpu")),
+                _ort_missing("cpu"), _open_ort("cpu"), default=True),
         Runtime("ort-cuda", "ONNX Runtime, CUDA execution provider", frozenset({ENCODER}),
-                _ort_missing("cuda"), _open_ort("cuda")),
+                _ort_missing("cuda"), _open_ort("cuda"), default=True),
         Runtime("openvino", "OpenVINO CPU plugin, its default inference precision (bf16 where the CPU has it)",
                 frozenset({ENCODER}), ov_missing, _open_openvino(None)),
         Runtime("openvino-f32", "OpenVINO CPU plugin, inference precision f32", frozenset({ENCODER}), ov_missing,
                 _open_openvino("f32")),
         Runtime("genai", "onnxruntime-genai's Generator on each genai folder", frozenset({DECODER}),
-                _module_missing("onnxruntime_genai", "genai")),
+                _module_missing("onnxruntime_genai", "genai"), default=True),
         Runtime("llamacpp", "llama.cpp (llama-cpp-python) on the GGUF source", frozenset({DECODER}),
-                _module_missing("llama_cpp", "llamacpp")),
+                _module_missing("llama_cpp", "llamacpp"), default=True),
     )}
 
 
-def default_runtimes() -> str:
-    """ort-cpu, plus ort-cuda where this onnxruntime has CUDA."""
-    return "ort-cpu" + (",ort-cuda" if runtimes()["ort-cuda"].missing() is None else "")
+def default_runtimes(task: str) -> str:
+    """Without --runtimes: ort-cpu, plus what can run here of ort-cuda (encoders), genai and llamacpp (decoders).
+    OpenVINO runs only when named."""
+    return ",".join(r.name for r in runtimes().values() if r.default and task in r.tasks and r.missing() is None)
 
 
 def select_runtimes(text: str | None, task: str) -> tuple[list[Runtime], dict[str, str]]:
-    """The runtimes of a comma-separated list that can serve `task` here, and {name: why skipped} for the rest.
-
-    Unknown names, and a list of which none can run, are one-line errors."""
+    """The runtimes of a comma-separated list (None: the defaults) that can serve `task` here, and {name: why
+    skipped} for the rest. Unknown names, and a list of which none can run, are one-line errors."""
     known = runtimes()
-    names = [n.strip() for n in (text or default_runtimes()).split(",") if n.strip()]
+    names = [n.strip() for n in (text or default_runtimes(task)).split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise RuntimeSelectionError(f"unknown runtime {unknown[0] if unknown else text!r}; choose from "

@@ -157,3 +157,15 @@ def test_tune_on_ray_builds_the_same_candidates(cluster, tiny_encoder_dir, tmp_p
     for x, y in zip(a["rows"], b["rows"], strict=True):
         assert x["size_mb"] == y["size_mb"] and y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-9)
     assert b["chosen"]["label"] == a["chosen"]["label"]
+
+
+def test_without_ray_the_flag_is_one_line(monkeypatch, tiny_bert_dir, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the `cluster` extra were not installed
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nthe film\t1\n")
+    r = CliRunner().invoke(main, ["compare", str(tiny_bert_dir), "--data", str(tmp_path / "dev.tsv"), "--methods",
+                                  "rtn", "--bits-list", "4", "--block-size", "32", "--backends", "none", "--out",
+                                  str(tmp_path / "c"), "--ray", "local"])
+    assert r.exit_code == 1 and "ray is not installed (pip install 'svdq-edge[cluster]')" in r.output
+    assert not (tmp_path / "c").exists()  # nothing half-written

@@ -99,7 +99,10 @@ def test_compare_on_a_causal_lm_reports_perplexity_latency_and_memory(tmp_path):
     for row in ("| fp32 ", "| ort-rtn4 ", "| ours-range "):
         assert row in res.output
     assert "build peak RSS MiB" in res.output and "decode ms/tok @128" in res.output
-    assert (tmp_path / "out" / "bench.json").is_file()
+    assert "p90 @128" in res.output and "run RSS MiB" in res.output
+    bench = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert bench["ours-range"]["run_peak_rss_mb"] > 0 and (tmp_path / "out" / "decode_vs_ppl.png").is_file()
+    assert bench["configs"]["ours-range"]["keep"] == 0.04  # the recipe's, not the --keep default
 
 
 def load_model_source():

@@ -12,9 +12,16 @@ def test_every_runtime_serves_a_task_and_encoder_runtimes_open_folders():
         assert (r.open is not None) == (ENCODER in r.tasks)
 
 
-def test_default_is_ort_cpu_first():
+def test_defaults_are_ort_cpu_first_and_only_what_can_run(monkeypatch):
+    import importlib.util
+
     chosen, skipped = select_runtimes(None, ENCODER)
-    assert chosen[0].name == "ort-cpu" and not skipped
+    assert chosen[0].name == "ort-cpu" and not skipped and "openvino" not in [r.name for r in chosen]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    chosen, skipped = select_runtimes(None, DECODER)
+    names = [r.name for r in chosen]
+    assert names[0] == "ort-cpu" and "llamacpp" not in names and not skipped  # a missing default is no noise
 
 
 def test_wrong_task_and_missing_runtime_are_skipped_with_the_reason(monkeypatch):
