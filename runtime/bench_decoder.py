@@ -16,7 +16,6 @@ llama.cpp on the file itself (`llamacpp`, when the `llamacpp` extra is installed
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import json
 import logging
@@ -127,7 +126,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     from svdq_edge.data import read_text_ids
     from svdq_edge.runtime.decode_latency import measure_decoders
     from svdq_edge.runtime.genai import decode_ms_interleaved, genai_available, is_genai_folder, set_session_threads
-    from svdq_edge.runtime.latency import model_size_mb
+    from svdq_edge.runtime.latency import PeakRssGrowth, model_size_mb
     from svdq_edge.runtime.llamacpp import LlamaCppDecoder, llamacpp_available
     from svdq_edge.runtime.perplexity import onnx_window_scorer, perplexity
     from svdq_edge.runtime.session import make_session
@@ -155,14 +154,18 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     # GBs of logits, which every live session's arena would keep.
     ppl, run_rss = [], []
     for n in names:
-        with _rss_growth(run_rss):  # the session's load and its perplexity windows, one contender at a time
+        gc.collect()
+        with PeakRssGrowth() as rss:  # the session's load and its perplexity windows, one contender at a time
             ppl.append(perplexity(onnx_window_scorer(make_session(out / n, "cpu", threads)), ids, max_length,
                                   stride, desc=f"ppl {n}"))
+        run_rss.append(rss.mb)
     if llama:
         names.append("llamacpp")
-        with _rss_growth(run_rss):
+        gc.collect()
+        with PeakRssGrowth() as rss:
             ppl.append(perplexity(LlamaCppDecoder.window_scorer(gguf, threads, max_length), ids, max_length,
                                   stride, desc="ppl llamacpp"))
+        run_rss.append(rss.mb)
     sessions = [make_session(out / n, "cpu", threads) for n in names if n != "llamacpp"]
     if llama:
         sessions.append(LlamaCppDecoder(gguf, threads, n_ctx=max(contexts) + 2))
@@ -196,19 +199,6 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),
             "p90 @128", "tok/s @128", "genai Generator ms/tok", "run RSS MiB", "build s", "build peak RSS MiB"]
     return "\n".join([header, markdown_table(cols, rows)])
-
-
-@contextlib.contextmanager
-def _rss_growth(into: list):
-    """Append this process's peak RSS growth (MiB) over the with-block to `into` (None where /proc is absent)."""
-    from svdq_edge.runtime.latency import current_rss_mb, peak_rss_mb, reset_peak_rss
-
-    gc.collect()
-    reset_peak_rss()
-    before = current_rss_mb()
-    yield
-    peak = peak_rss_mb()
-    into.append(None if before is None or peak is None else peak - before)
 
 
 def _plot(path: Path, dump: dict, names: list[str]) -> None:

@@ -42,21 +42,18 @@ def _where() -> tuple[str, str | None]:
     return ctx.get_node_id(), ctx.get_node_labels().get(DEVICE_LABEL)
 
 
-def _run(fn: Callable, threads: int, *args) -> tuple[Any, str, str | None]:
-    """The body of every task: `fn(*args)` with torch limited to the task's CPUs, plus where it ran. The arguments
-    are top-level task arguments, so Ray resolves the object references among them."""
-    import torch
-
-    torch.set_num_threads(threads)
-    return fn(*args), *_where()
-
-
 def _value(fn: Callable, threads: int, *args) -> Any:
-    """A task whose result feeds other tasks (their argument is its object reference)."""
+    """The body of every task: `fn(*args)` with torch limited to the task's CPUs. The arguments are top-level task
+    arguments, so Ray resolves the object references among them. Alone, a task whose result feeds other tasks."""
     import torch
 
     torch.set_num_threads(threads)
     return fn(*args)
+
+
+def _run(fn: Callable, threads: int, *args) -> tuple[Any, str, str | None]:
+    """A task whose outcome is reported: its value, plus where it ran."""
+    return _value(fn, threads, *args), *_where()
 
 
 class RaySweep:

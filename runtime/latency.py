@@ -98,6 +98,20 @@ def time_interleaved(sessions: list, feeds: list[dict], warmup: int = 5, runs: i
     return [np.asarray(t) for t in times]
 
 
+class PeakRssGrowth:
+    """`with PeakRssGrowth() as g: ...`: afterwards `g.mb` is this process's peak RSS growth over the block in MB
+    (the high-water mark is reset on entry), or None where /proc is absent."""
+
+    def __enter__(self) -> PeakRssGrowth:
+        reset_peak_rss()
+        self._before, self.mb = current_rss_mb(), None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        peak = peak_rss_mb()
+        self.mb = None if self._before is None or peak is None else peak - self._before
+
+
 def current_rss_mb() -> float | None:
     return _proc_status_mb("VmRSS:")
 

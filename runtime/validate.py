@@ -17,14 +17,7 @@ from svdq_edge.data import TextDataset
 from svdq_edge.errors import UserError, first_line
 from svdq_edge.evaluate import Accuracy
 from svdq_edge.runtime.evaluate import onnx_outputs
-from svdq_edge.runtime.latency import (
-    LatencyResult,
-    current_rss_mb,
-    measure_interleaved,
-    model_size_mb,
-    peak_rss_mb,
-    reset_peak_rss,
-)
+from svdq_edge.runtime.latency import LatencyResult, PeakRssGrowth, measure_interleaved, model_size_mb
 from svdq_edge.runtime.metrics import cosine_similarity, kl_divergence, top1_agreement
 from svdq_edge.stats import PairedComparison, paired_compare
 
@@ -132,20 +125,18 @@ def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: st
     for name in runtimes:
         runtime = known[name]
         for b in backends:
-            reset_peak_rss()
-            before = current_rss_mb()
-            try:
-                sess = runtime.open(b.path, threads)
-            except UserError as e:
-                if not results:  # the reference itself: nothing to compare with
-                    raise
-                skipped[f"{name}/{b.name}"] = first_line(e)
-                continue
-            out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction", desc=f"{name}/{b.name}")
-            peak = peak_rss_mb()
-            rss = None if before is None or peak is None else peak - before
+            with PeakRssGrowth() as rss:
+                try:
+                    sess = runtime.open(b.path, threads)
+                except UserError as e:
+                    if not results:  # the reference itself: nothing to compare with
+                        raise
+                    skipped[f"{name}/{b.name}"] = first_line(e)
+                    continue
+                out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction",
+                                   desc=f"{name}/{b.name}")
             results.append(BackendResult(b, name, out, model_size_mb(b.path), linear_bits_per_weight(b.path),
-                                         rss_mb=rss, task=task, runtime_note=getattr(sess, "note", "")))
+                                         rss_mb=rss.mb, task=task, runtime_note=getattr(sess, "note", "")))
             sessions.append(sess)
     for bs, seq in shapes:
         for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs, progress=True),

@@ -43,12 +43,13 @@ def _module_missing(module: str, extra: str) -> Callable[[], str | None]:
 
 def _ort_missing(provider: str) -> Callable[[], str | None]:
     def missing() -> str | None:
-        from svdq_edge.runtime.session import available_providers
+        from svdq_edge.runtime.session import ProviderError, resolve_provider
 
-        if provider in available_providers():
-            return None
-        return (f"onnxruntime has no {provider.upper()} execution provider here (install onnxruntime-gpu in place "
-                f"of onnxruntime, with a CUDA runtime)")
+        try:
+            resolve_provider(provider)
+        except ProviderError as e:
+            return str(e)
+        return None
     return missing
 
 

@@ -59,3 +59,17 @@ def test_linear_bits_per_weight_counts_codes_scales_zeros_and_correction(tmp_pat
     # 4-bit codes, per 32 weights one FP32 scale and one 4-bit zero; keep 5% of 64 = 3 channels in FP32 + indices.
     expected = 4 + 36 / 32 + (3 * 32 * 32 + 3 * 64) / (32 * 64)
     assert abs(bits - expected) < 1e-9
+
+
+def test_peak_rss_growth_sees_what_the_block_allocated():
+    from svdq_edge.runtime.latency import PeakRssGrowth
+
+    with PeakRssGrowth() as idle:
+        pass
+    with PeakRssGrowth() as busy:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    if idle.mb is None:  # no /proc here: nothing to measure
+        assert busy.mb is None
+    else:
+        assert busy.mb > 50 and busy.mb > idle.mb + 40
