@@ -237,7 +237,7 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
 
 def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bias: np.ndarray | None,
                  accumulate: Accumulate) -> OnnxFragment:
-    """y = DynamicQuantizeMatMul(x * mask, B int8 [K, N], scale [N]) (+ bias) + correction(x).
+    """y = DynamicQuantizeMatMul(x * mask, B int8 [K, N], scale [N] or [1]) (+ bias) + correction(x).
 
     DynamicQuantizeMatMul quantizes its input to uint8 with one scale per tensor at run time; the kept input channels
     are zeroed in that input by `mask`, so an outlier channel no longer sets the step for the others, and they come
@@ -256,7 +256,10 @@ def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bi
         mask[_np(c.channels)] = 0.0
         inputs = f.node("Mul", [x, f.init(f"{w}_int8_mask", mask)], [f"{w}_int8_x"])
         values = c.values + B[:, c.channels].float() * p.scales.reshape(-1, 1)  # [N, k]
-    inputs += [f.init(f"{w}_int8", _np(B.T.contiguous())), f.init(f"{w}_scales", _np(p.scales).reshape(-1)), ""]
+    scales = _np(p.scales).reshape(-1)
+    if (scales == scales[0]).all():  # one scale per tensor: ORT folds it into the GEMM (per column: a second pass)
+        scales = scales[:1]
+    inputs += [f.init(f"{w}_int8", _np(B.T.contiguous())), f.init(f"{w}_scales", scales), ""]
     if bias is not None:
         inputs.append(f.init(f"{name_of(w)}.bias", np.asarray(bias, dtype=np.float32)))
     base = y if c is None else f"{w}_int8_out"

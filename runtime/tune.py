@@ -40,11 +40,13 @@ class Candidate:
 
 
 def default_space(embedding_bits: int | None = 4) -> list[Candidate]:
-    """The searched settings: the int8 kernel, per-layer 4/8-bit budgets on it, 4-bit block sizes and methods; all
+    """The searched settings: the int8 kernel (per-column weight scales, and per tensor where `auto` measures it
+    cheap), per-layer 4/8-bit budgets on it, 4-bit block sizes and methods; all
     at accuracy level 4 (int8 activations: the fast CPU path). 3-bit codes are left out: MatMulNBits stores them in a
     4-bit container, so they are never smaller than 4 bits, only worse (measured: docs/encoders.md)."""
     e = {"embedding_bits": embedding_bits}
-    space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e))]
+    space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e)),
+             Candidate("int8-auto", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, int8_scale="auto", **e))]
     space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e))
               for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
     space += [Candidate(f"w4-b{bs}-{m}", QuantConfig(block_size=bs, method=m, **e))

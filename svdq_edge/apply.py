@@ -13,11 +13,12 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.awq_fold import FoldReport, fold_awq_scales
 from svdq_edge.calibrate import LayerStats, calibration_batches, collect_stats
-from svdq_edge.config import ConfigError, QuantConfig, synthetic_kind
+from svdq_edge.config import ConfigError, Int8Scale, Kernel, QuantConfig, synthetic_kind
 from svdq_edge.data import DataError
 from svdq_edge.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
 from svdq_edge.head import install_head, output_head, require_head
+from svdq_edge.int8_scale import choose_scales, group_absmax
 from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
@@ -167,12 +168,17 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     if assign:
         config, chosen = assign_layer_bits(model, names, config, stats, progress)
         report.config = config
+    absmax: dict[str, float] = {}
+    if config.kernel is Kernel.INT8 and (config.int8_scale is not Int8Scale.COLUMN or config.layer_int8_scale):
+        config, absmax, scaled = resolve_int8_scales(model, names, config, stats, progress)
+        chosen = {n: m for n, m in chosen.items() if n not in absmax} | scaled  # the budget's were per column
+        report.config = config
     for name in tqdm(names, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
         module = model.get_submodule(name)
         W = linear_weight(module).detach().float()
         _check_finite(name, W)
         layer = config.for_layer(name)
-        mixed = chosen.pop(name, None) or decompose(W, layer, _score_context(stats, name))
+        mixed = chosen.pop(name, None) or decompose(W, layer, _score_context(stats, name), absmax.get(name))
         report.layers.append(layer_report(name, W, mixed))
         set_module(model, name, QuantLinear(mixed, module.bias, layer.kernel.value))
         del module, W, mixed
@@ -213,12 +219,15 @@ def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, s
     results: dict[str, dict[int, MixedWeight]] = {}
     cost: dict[str, dict[int, float]] = {}
     n_weights = 0
+    # The budget is costed at per-column int8 scales (one scale per tensor stores no less in our format); the
+    # scales are chosen after the widths (resolve_int8_scales), which quantizes again where they change.
+    base = config.replace(int8_scale=Int8Scale.COLUMN, layer_int8_scale=()) if config.kernel is Kernel.INT8 else config
     for name in tqdm(names, desc=f"quantize W{config.bits} and W8", disable=not progress):
         W = linear_weight(model.get_submodule(name)).detach().float()
         _check_finite(name, W)
         ctx = _score_context(stats, name)
         n_weights += W.numel()
-        results[name] = {b: decompose(W, config.replace(layer_bits={name: b}).for_layer(name), ctx)
+        results[name] = {b: decompose(W, base.replace(layer_bits={name: b}).for_layer(name), ctx)
                          for b in (config.bits, 8)}
         cost[name] = {b: m.bits_per_weight() * W.numel() for b, m in results[name].items()}
     low = {n: r[config.bits] for n, r in results.items()}
@@ -226,6 +235,34 @@ def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, s
     sensitivity = group_sensitivity(model, groups, low, random_tokens(model, 4, 128, config.seed), progress)
     assignment = assign_bits(cost, sensitivity, n_weights, config.bits_budget, config.bits)
     return config.replace(layer_bits=assignment), {n: results[n][b] for n, b in assignment.items()}
+
+
+def resolve_int8_scales(model: nn.Module, names: list[str], config: QuantConfig,
+                        stats: dict[str, LayerStats] | None,
+                        progress: bool = True) -> tuple[QuantConfig, dict[str, float], dict[str, MixedWeight]]:
+    """(config with `layer_int8_scale` resolved, {layer: absmax} of the per-tensor layers (shared by packed siblings),
+    {layer: its result} where already quantized). `auto` quantizes each int8 group both ways and chooses by
+    end-to-end sensitivity (svdq_edge/int8_scale.py); `tensor`/`column` or a saved choice only resolve ranges."""
+    layers = {n: config.for_layer(n) for n in names}
+    int8 = [n for n in names if layers[n].kernel is Kernel.INT8]
+    groups = packed_groups(int8)
+    absmax = group_absmax(groups, lambda n: linear_weight(model.get_submodule(n)))
+    if config.int8_scale is not Int8Scale.AUTO or config.layer_int8_scale:
+        tensor = {n for n in int8 if layers[n].int8_scale is Int8Scale.TENSOR}
+        return config, {n: absmax[n] for n in tensor}, {}
+    results: dict[Int8Scale, dict[str, MixedWeight]] = {Int8Scale.COLUMN: {}, Int8Scale.TENSOR: {}}
+    for name in tqdm(int8, desc="int8 scales: column and tensor", disable=not progress):
+        W = linear_weight(model.get_submodule(name)).detach().float()
+        for scale, mixed in results.items():
+            layer = layers[name].replace(int8_scale=scale)
+            mixed[name] = decompose(W, layer, _score_context(stats, name),
+                                    absmax[name] if scale is Int8Scale.TENSOR else None)
+    ids = random_tokens(model, 4, 128, config.seed)
+    sensitivity = {s: group_sensitivity(model, groups, r, ids, progress) for s, r in results.items()}
+    chosen = choose_scales(sensitivity[Int8Scale.COLUMN], sensitivity[Int8Scale.TENSOR])
+    config = config.replace(layer_int8_scale={n: s.value for n, s in chosen.items()})
+    tensor = {n for n, s in chosen.items() if s is Int8Scale.TENSOR}
+    return config, {n: absmax[n] for n in tensor}, {n: results[s][n] for n, s in chosen.items()}
 
 
 def _score_context(stats: dict[str, LayerStats] | None, name: str) -> ScoreContext:

@@ -88,8 +88,15 @@ def quantize_blockwise(
     symmetric: bool = False,
     exclude: Tensor | None = None,
     clip: bool = False,
+    absmax: float | None = None,
 ) -> BlockQuant:
-    """Quantize W [N, K] block-wise; `exclude` (bool [N, K]) marks weights kept out of the ranges (code = zero)."""
+    """Quantize W [N, K] block-wise; `exclude` (bool [N, K]) marks weights kept out of the ranges (code = zero).
+
+    `absmax` (symmetric only, no clipping): every block takes the range [-absmax, absmax], so all blocks share one
+    scale: a per-tensor scale when each row is one block (the int8 kernel's fast path).
+    """
+    if absmax is not None and (not symmetric or clip or not absmax >= float(W.detach().abs().max())):
+        raise ValueError("a shared absmax takes symmetric codes, no clipping, and a bound on |W|")
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D [out, in], got shape {tuple(W.shape)}")
     W = W.detach().float()
@@ -103,6 +110,8 @@ def quantize_blockwise(
     empty = ~Vb.any(dim=-1, keepdim=True)
     lo = torch.where(empty, torch.zeros_like(lo), lo)
     hi = torch.where(empty, torch.zeros_like(hi), hi)
+    if absmax is not None:
+        lo, hi = torch.full_like(lo, -absmax), torch.full_like(hi, absmax)
 
     codes, scale, zero = _quantize_with_range(Wb, lo, hi, bits, symmetric)
     if clip:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.config import SUPPORTED_BITS, ConfigError, QuantConfig, Structure, lowrank_ignores, synthetic_kind
+from svdq_edge.config import (
+    SUPPORTED_BITS,
+    ConfigError,
+    Int8Scale,
+    QuantConfig,
+    Structure,
+    lowrank_ignores,
+    synthetic_kind,
+)
 from svdq_edge.errors import UserError, first_line
 from svdq_edge.sources import ModelSourceError
 
@@ -80,6 +88,10 @@ def quant_options(fn):
                      help="ONNX Runtime kernel of the quantized linears: block-wise MatMulNBits, or int8 "
                           "DynamicQuantizeMatMul (with --bits 8 --method outlier: the outlier input channels stay "
                           "FP32, out of the int8 input)"),
+        click.option("--int8-scale", type=click.Choice([v.value for v in Int8Scale]), default="column",
+                     show_default=True,
+                     help="int8 kernel weight scales: per column, per tensor (ORT's fast path), or auto: per tensor "
+                          "where it moves the output least (data-free, measured per layer group)"),
         click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="JSON recipe (see models/): its config replaces the defaults; options given on the "
                           "command line still win"),
@@ -92,7 +104,7 @@ def quant_options(fn):
 def make_config(method: str, bits, block_size, keep, structure, rank, symmetric, clip, seed, skip, correct="",
                 embedding_bits=None, head_bits=None, calib_data=None, calib_samples=DEFAULTS.calib_samples,
                 calib_seq_len=DEFAULTS.calib_seq_len, recipe: Path | None = None,
-                kernel: str = "matmulnbits", bits_budget: float | None = None,
+                kernel: str = "matmulnbits", bits_budget: float | None = None, int8_scale: str = "column",
                 forced: tuple[str, ...] = ()) -> QuantConfig:
     """A validated QuantConfig from the options, on top of a recipe's config when one is given.
 
@@ -113,7 +125,7 @@ def make_config(method: str, bits, block_size, keep, structure, rank, symmetric,
              "embedding_bits": None if embedding_bits in (None, "none") else int(embedding_bits),
              "head_bits": None if head_bits in (None, "none") else int(head_bits),
              "calib_data": None if calib_data is None else str(calib_data), "calib_samples": calib_samples,
-             "calib_seq_len": calib_seq_len, "kernel": kernel}
+             "calib_seq_len": calib_seq_len, "kernel": kernel, "int8_scale": int8_scale}
     if structure == Structure.LOWRANK.value and _named("method", forced) and lowrank_ignores(method):
         raise ConfigError(f"--structure lowrank keeps the top-r SVD branch: --method {method} would rank nothing; "
                           "use svd, rosaq (its own basis) or gptq/spqr (error feedback on the residual)")

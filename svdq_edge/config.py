@@ -36,6 +36,16 @@ class Kernel(str, Enum):
     INT8 = "int8"  # per-output-channel symmetric int8 weights, DynamicQuantizeMatMul (int8 x int8 at run time)
 
 
+class Int8Scale(str, Enum):
+    """The weight scale of an int8-kernel layer. DynamicQuantizeMatMul applies a per-column scale in a separate pass
+    over its output (3% of MiniLM's latency over 24 layers, docs/encoders.md); one scale per tensor rides in its
+    GEMM, but costs fidelity where output channels differ in range."""
+
+    COLUMN = "column"  # one scale per output channel
+    TENSOR = "tensor"  # one scale for the tensor (shared by the siblings a fused graph packs into one matmul)
+    AUTO = "auto"  # per packed group, chosen by end-to-end sensitivity (svdq_edge/int8_scale.py)
+
+
 class ConfigError(UserError, ValueError):
     """A configuration value is out of range; the message names the field."""
 
@@ -92,6 +102,11 @@ class QuantConfig:
                  run time; the kept input channels are zeroed in that input and added in FP32 (channel structure with
                  `method=outlier` takes the outlier activation channels out of the int8 path); `block_size` does not
                  apply to them. Layers at other widths always run on MatMulNBits.
+    int8_scale:  column, tensor or auto: the weight scale of the int8-kernel layers (`Int8Scale`); auto keeps
+                 per-column scales only where one scale per tensor moves the output most, within
+                 `svdq_edge.int8_scale.GROWTH` of the all-column error (data-free, random token sequences).
+    layer_int8_scale: {module name: column|tensor}, what auto chose for each int8 layer (saved, so a saved config
+                 rebuilds the same model); it overrides `int8_scale`.
     bits_budget: per-layer mixed precision: each quantized linear gets `bits` or 8, chosen so that the average storage
                  bits per weight of the quantized linears (codes, scales, zero points and corrections all counted; the
                  embedding table apart) stays within the budget, the most sensitive groups first
@@ -119,6 +134,8 @@ class QuantConfig:
     kernel: Kernel = Kernel.NBITS
     bits_budget: float | None = None
     layer_bits: tuple[tuple[str, int], ...] = ()
+    int8_scale: Int8Scale = Int8Scale.COLUMN
+    layer_int8_scale: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
@@ -129,6 +146,7 @@ class QuantConfig:
             raise ConfigError(f"kernel must be one of {', '.join(k.value for k in Kernel)}, got {self.kernel!r}") \
                 from None
         self._check_mixed()
+        self._check_int8_scale()
         if self.kernel is Kernel.INT8 and (8 not in self.widths() or self.structure is not Structure.CHANNEL):
             raise ConfigError("kernel int8 takes 8-bit layers (bits 8 or a bits_budget) and the channel structure "
                               "(its kept input channels are masked out of the int8 product)")
@@ -183,6 +201,24 @@ class QuantConfig:
                               f"got {b!r}")
         object.__setattr__(self, "bits_budget", float(b))
 
+    def _check_int8_scale(self) -> None:
+        values = ", ".join(v.value for v in Int8Scale)
+        try:
+            object.__setattr__(self, "int8_scale", Int8Scale(self.int8_scale))
+        except ValueError:
+            raise ConfigError(f"int8_scale must be one of {values}, got {self.int8_scale!r}") from None
+        pairs = self.layer_int8_scale.items() if isinstance(self.layer_int8_scale, dict) else self.layer_int8_scale
+        try:
+            pairs = tuple(sorted((str(n), Int8Scale(v).value) for n, v in pairs))
+        except (TypeError, ValueError):
+            raise ConfigError(f"layer_int8_scale must map module names to column or tensor, got "
+                              f"{self.layer_int8_scale!r}") from None
+        if any(v == Int8Scale.AUTO.value for _, v in pairs):
+            raise ConfigError("layer_int8_scale holds resolved scales: column or tensor, not auto")
+        object.__setattr__(self, "layer_int8_scale", pairs)
+        if (self.int8_scale is not Int8Scale.COLUMN or pairs) and self.kernel is not Kernel.INT8:
+            raise ConfigError("int8_scale applies to the int8 kernel (kernel int8)")
+
     def widths(self) -> set[int]:
         """The code widths the layers may get: `bits`, 8 under a budget, and those of `layer_bits`."""
         return {self.bits, *(b for _, b in self.layer_bits), *((8,) if self.bits_budget is not None else ())}
@@ -214,6 +250,11 @@ class QuantConfig:
                 changes["kernel"] = Kernel.NBITS
         if self.correct and not any(c in name for c in self.correct):
             changes["keep"] = 0.0
+        if changes.get("kernel") is Kernel.NBITS:
+            changes |= {"int8_scale": Int8Scale.COLUMN, "layer_int8_scale": ()}
+        elif self.layer_int8_scale:
+            scale = dict(self.layer_int8_scale).get(name, Int8Scale.COLUMN)
+            changes |= {"int8_scale": Int8Scale(scale), "layer_int8_scale": ()}
         return dataclasses.replace(self, **changes) if changes else self
 
     @property
@@ -231,6 +272,8 @@ class QuantConfig:
         d["skip"] = list(self.skip)
         d["correct"] = list(self.correct)
         d["layer_bits"] = dict(self.layer_bits)
+        d["int8_scale"] = self.int8_scale.value
+        d["layer_int8_scale"] = dict(self.layer_int8_scale)
         return d
 
     def to_json(self) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
-from svdq_edge.config import Kernel, QuantConfig, Structure
+from svdq_edge.config import Int8Scale, Kernel, QuantConfig, Structure
 from svdq_edge.data import DataError
 from svdq_edge.gptq import gptq_quantize
 from svdq_edge.packing import PackedWeight, pack, unpack
@@ -149,10 +149,13 @@ def budget_rank(N: int, K: int, keep: float) -> int:
     return max(1, int(keep * N * K / (N + K))) if keep > 0 else 0
 
 
-def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -> MixedWeight:
+def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None,
+              absmax: float | None = None) -> MixedWeight:
     """Split W [N, K] into packed codes plus a correction under `config`'s budget and structure.
 
-    `ctx` carries what calibrated methods need (input_scale, hessian); the config fills in the rest.
+    `ctx` carries what calibrated methods need (input_scale, hessian); the config fills in the rest. `absmax`: the
+    range of a per-tensor int8 scale (`config.int8_scale` tensor), at least max |W|; the max over siblings the fused
+    graph packs into one matmul, so that they share it; None: max |W|.
     """
     W = W.detach().float()
     if not torch.isfinite(W).all():
@@ -160,10 +163,16 @@ def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -
     N, K = W.shape
     int8 = config.kernel is Kernel.INT8  # one symmetric block per output row: DynamicQuantizeMatMul's column scale
     block_size, symmetric = (K, True) if int8 else (config.block_size, config.symmetric)
+    if int8 and config.int8_scale is Int8Scale.AUTO:
+        raise ValueError("int8_scale auto is resolved per layer before decomposing (svdq_edge/int8_scale.py)")
+    if int8 and config.int8_scale is Int8Scale.TENSOR:
+        absmax = float(W.abs().max()) if absmax is None else absmax
+    elif absmax is not None:
+        raise ValueError("absmax applies to int8-kernel layers with a per-tensor scale")
     ctx = replace(ctx or ScoreContext(), rank=config.rank, seed=config.seed, block_size=block_size,
                   symmetric=symmetric, bits=config.bits)
     method = get(config.method)
-    quantize = _quantizer(config, ctx, method.error_feedback)
+    quantize = _quantizer(config, ctx, method.error_feedback, absmax)
     keep = config.keep if method.keeps else 0.0
 
     if method.basis or config.structure is Structure.LOWRANK:
@@ -197,9 +206,10 @@ def decompose(W: Tensor, config: QuantConfig, ctx: ScoreContext | None = None) -
     return MixedWeight(pack(q), corr)
 
 
-def _quantizer(config: QuantConfig, ctx: ScoreContext, error_feedback: bool):
+def _quantizer(config: QuantConfig, ctx: ScoreContext, error_feedback: bool, absmax: float | None):
     """(W, exclude) -> (BlockQuant, W_src): round-to-nearest, or GPTQ error feedback under ctx.hessian."""
-    quant = dict(bits=config.bits, block_size=ctx.block_size, symmetric=ctx.symmetric, clip=config.clip)
+    quant = dict(bits=config.bits, block_size=ctx.block_size, symmetric=ctx.symmetric, clip=config.clip,
+                 absmax=absmax)
     if not error_feedback:
         return lambda W, exclude: (quantize_blockwise(W, exclude=exclude, **quant), W)
     if ctx.hessian is None:

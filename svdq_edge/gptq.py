@@ -33,9 +33,10 @@ def inverse_hessian_diag(H: Tensor, damp: float = DEFAULT_DAMP) -> Tensor:
 
 
 def gptq_quantize(W: Tensor, H: Tensor, bits: int, block_size: int, symmetric: bool = False,
-                  exclude: Tensor | None = None, clip: bool = False,
+                  exclude: Tensor | None = None, clip: bool = False, absmax: float | None = None,
                   damp: float = DEFAULT_DAMP) -> tuple[BlockQuant, Tensor]:
-    """Quantize W [N, K] with error feedback under H [K, K].
+    """Quantize W [N, K] with error feedback under H [K, K]; `absmax` as in `quantize_blockwise` (block ranges are
+    taken before any feedback reaches the block, so it bounds them when it bounds |W| and one block spans K).
 
     Returns the codes (excluded and padded positions coded as the zero point, as `quantize_blockwise` does) and
     W_upd float32 [N, K], the weights after error feedback: at excluded positions it holds the FP32 values to keep.
@@ -54,7 +55,8 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int, block_size: int, symmetric: b
     for b in range(nb):
         i1, i2 = b * block_size, min((b + 1) * block_size, K)
         W1, keep1 = W[:, i1:i2].clone(), keep[:, i1:i2]
-        ref = quantize_blockwise(W1.float(), bits, block_size, symmetric, exclude=keep1, clip=clip)
+        ref = quantize_blockwise(W1.float(), bits, block_size, symmetric, exclude=keep1, clip=clip,
+                                 absmax=absmax)
         scale, zero = ref.scale[:, 0].double(), ref.zero[:, 0].double()
         scales[:, b], zeros[:, b] = ref.scale[:, 0], ref.zero[:, 0]
         codes[:, i2 : (b + 1) * block_size] = ref.zero[:, :1]  # padding (last block only) dequantizes to 0

@@ -2,6 +2,7 @@
 against a PyTorch reference of the same dynamic quantization, alone and in a fused BERT graph."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -82,14 +83,20 @@ def test_int8_config_is_checked():
             INT8.replace(**bad)
 
 
-@pytest.mark.parametrize("graph", ["traced", "fused"])
-def test_int8_bert_export_matches_its_reference(tmp_path, graph):
+@pytest.mark.parametrize("graph,scale", [("traced", "column"), ("fused", "column"), ("fused", "tensor")])
+def test_int8_bert_export_matches_its_reference(tmp_path, graph, scale):
     model = tiny_bert()
-    quantize_model(model, INT8, progress=False)
+    config = INT8.replace(int8_scale=scale)
+    quantize_model(model, config, progress=False)
     out, _, layers = export_onnx(LoadedModel(model, None, ModelTask.SEQUENCE_CLASSIFICATION, "b"), tmp_path / graph,
-                                 INT8.to_dict(), graph=graph)
+                                 config.to_dict(), graph=graph)
     ops = op_counts(out / "model.onnx")
     assert ops["MatMulNBits"] == 0 and ops["DynamicQuantizeMatMul"] > 0
+    onnx_model = onnx.load(out / "model.onnx")
+    sizes = {i.name: int(np.prod(i.dims)) for i in onnx_model.graph.initializer}
+    scale_sizes = {sizes[n.input[2]] for n in onnx_model.graph.node if n.op_type == "DynamicQuantizeMatMul"}
+    # per tensor: one scale per matmul (packed q/k/v included), which ORT folds into its GEMM; per column: N of them
+    assert scale_sizes == {1} if scale == "tensor" else 1 not in scale_sizes
     ids = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     with torch.no_grad():

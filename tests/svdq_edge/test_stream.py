@@ -16,6 +16,8 @@ CASES = {
     "llama-tied-head8": (tiny_llama_tied, QuantConfig(block_size=16, keep=0.05, embedding_bits=None, head_bits=8)),
     "llama-tied-head4-lowrank": (tiny_llama_tied, QuantConfig(block_size=16, keep=0.05, structure="lowrank",
                                                               embedding_bits=None, head_bits=4)),
+    "bert-int8-tensor": (tiny_bert, QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, int8_scale="tensor",
+                                                embedding_bits=None)),
 }
 
 
@@ -45,6 +47,8 @@ def test_lazy_equals_in_memory(case, tmp_path, monkeypatch):
 def test_methods_that_run_the_model_are_not_streamed(tmp_path):
     tiny_llama_tied().save_pretrained(tmp_path / "src")
     assert "forward" in stream_unsupported_reason(str(tmp_path / "src"), QuantConfig(method="proxy"))
+    assert "forward" in stream_unsupported_reason(str(tmp_path / "src"), QuantConfig(bits=8, kernel="int8",
+                                                                                     int8_scale="auto"))
     assert "safetensors" in stream_unsupported_reason(str(tmp_path / "nowhere"), QuantConfig())
     with pytest.raises(StreamError):
         quantize_lazily(str(tmp_path / "src"), QuantConfig(method="proxy"))
