@@ -3,8 +3,11 @@
 Quantizing layer by layer allocates and frees many layer-sized blocks (a few MB each). glibc raises its mmap
 threshold each time such a block is freed, after which blocks of that size come from the heap, and freed heap memory
 is rarely returned to the system: the process's RSS then grows by hundreds of MB of dead layers (measured on
-SmolLM2: 997 MiB peak for quantize instead of 553). A fixed threshold keeps every block of 1 MiB or more in its own
-mapping, released on free.
+SmolLM2: 997 MiB peak for quantize instead of 553). A fixed threshold keeps every block of 64 KiB or more in its own
+mapping, released on free. At 1 MiB the per-layer scales, zero points and corrections (tens to hundreds of KiB)
+still fragmented the heap: SmolLM2's quantize + export (recipe) peaked at 524-557 MiB (1.02-1.09x its 513 MiB of
+FP32 weights) against 509-512 (0.99-1.00x) at 64 KiB, in three runs of `python -m svdq_edge.runtime.bench_decoder
+child`, for 1-2 s more of mmap traffic in a 7-9 s job.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import ctypes.util
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
-THRESHOLD_BYTES = 1 << 20
+THRESHOLD_BYTES = 64 << 10
 
 
 def bound_heap() -> bool:
-    """Fix glibc's mmap threshold at 1 MiB; returns False where there is no glibc (macOS, Windows, musl)."""
+    """Fix glibc's mmap threshold at THRESHOLD_BYTES; returns False where there is no glibc (macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
