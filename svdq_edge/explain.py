@@ -33,6 +33,13 @@ def explain(config: dict) -> list[str]:
     if config.get("bits_budget") is not None:
         lines.append(f"widths: 4 or 8 bits per layer within {config['bits_budget']:g} bits/weight, by end-to-end "
                      "sensitivity on random tokens")
+    if config.get("kernel") == "int8":
+        scales = config.get("layer_int8_scale") or {}
+        tensor = sum(1 for v in scales.values() if v == "tensor")
+        how = {"column": "one per output channel", "tensor": "one per tensor (q/k/v share one)",
+               "auto": f"one per tensor on {tensor} of {len(scales)} int8 layers, per output channel on the others "
+                       "(by end-to-end sensitivity on random tokens)"}[config.get("int8_scale", "column")]
+        lines.append(f"int8 weight scales: {how}")
     return lines
 
 
@@ -41,7 +48,10 @@ def layer_table(meta: dict) -> str:
     the totals; `meta` is a quantized folder's quant_config.json."""
     rep, config = meta["report"], meta["config"]
     widths = config.get("layer_bits") or {}  # per-layer widths of a mixed-precision model
-    rows = [[r["name"], f"{r['shape'][0]}x{r['shape'][1]}", str(widths.get(r["name"], config.get("bits", "-"))),
+    scales = config.get("layer_int8_scale") or {}  # per-layer int8 scales chosen by int8_scale auto
+    rows = [[r["name"], f"{r['shape'][0]}x{r['shape'][1]}",
+             str(widths.get(r["name"], config.get("bits", "-"))) + (f" ({scales[r['name']]})" if r["name"] in scales
+                                                                     else ""),
              r["structure"] or "-", str(round(r["kept"] * r["shape"][0] * r["shape"][1])),
              f"{100 * r['kept']:.2f}", f"{r['bits_per_weight']:.2f}", f"{r['rel_error']:.4f}"]
             for r in rep["layers"]]

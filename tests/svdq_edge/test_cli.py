@@ -51,6 +51,23 @@ def test_mixed_precision_is_saved_and_inspected(tiny_bert_dir, tmp_path):
     assert f"mixed precision (budget 6.0): {12 - n8} layers at 4 bits, {n8} layers at 8 bits" in r.output
 
 
+def test_int8_scale_auto_is_saved_and_inspected(tiny_bert_dir, tmp_path):
+    out = tmp_path / "q"
+    r = run("quantize", tiny_bert_dir, "-o", out, "--bits", 8, "--kernel", "int8", "--keep", 0, "--method", "rtn",
+            "--int8-scale", "auto", "--embedding-bits", "none")
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "quant_config.json").read_text())["config"]
+    scales = config["layer_int8_scale"]
+    assert config["int8_scale"] == "auto" and len(scales) == 12 and set(scales.values()) <= {"tensor", "column"}
+    r = run("inspect", out)
+    assert r.exit_code == 0
+    n = sum(1 for v in scales.values() if v == "tensor")
+    assert f"int8 weight scales: one per tensor on {n} of 12 int8 layers" in r.output
+    name = next(iter(scales))
+    assert f"| 8 ({scales[name]})" in r.output
+    one_line_error(run("quantize", tiny_bert_dir, "-o", tmp_path / "x", "--int8-scale", "tensor"), "int8_scale")
+
+
 @pytest.mark.parametrize("args, needles", [
     (["--bits", 5], ["bits", "5"]),
     (["--block-size", 100], ["block_size", "100"]),
