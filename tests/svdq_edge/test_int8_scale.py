@@ -96,3 +96,16 @@ def _mixed(model) -> dict:
     from svdq_edge.modules import QuantLinear
 
     return {n: m.mixed for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+
+
+def test_a_bits_budget_with_tensor_scales_requantizes_the_8_bit_layers():
+    """The budget is costed at per-column scales; its 8-bit layers must then come out with the tensor scale."""
+    model = tiny_bert()
+    config = QuantConfig(bits_budget=6.0, kernel="int8", keep=0.0, method="rtn", block_size=32, embedding_bits=None,
+                         int8_scale="tensor")
+    report = quantize_model(model, config, progress=False)
+    widths = dict(report.config.layer_bits)
+    assert set(widths.values()) == {4, 8}
+    for name, m in _mixed(model).items():
+        n_scales = m.packed.scales.unique().numel()
+        assert (n_scales == 1) if widths[name] == 8 else (m.packed.bits == 4 and n_scales > 1), name
