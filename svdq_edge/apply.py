@@ -18,7 +18,7 @@ from svdq_edge.data import DataError
 from svdq_edge.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.embedding import quantize_embedding_table, quantize_input_embedding
 from svdq_edge.head import install_head, output_head, require_head
-from svdq_edge.int8_scale import choose_scales, group_absmax
+from svdq_edge.int8_scale import choose_scales, group_absmax, tensor_ranges
 from svdq_edge.mixed_bits import assign_bits, packed_groups
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.saliency import ScoreContext, get
@@ -243,16 +243,18 @@ def resolve_int8_scales(model: nn.Module, names: list[str], config: QuantConfig,
     """(config with `layer_int8_scale` resolved, {layer: absmax} of the per-tensor layers (shared by packed siblings),
     {layer: its result} where already quantized). `auto` quantizes each int8 group both ways and chooses by
     end-to-end sensitivity (svdq_edge/int8_scale.py); `tensor`/`column` or a saved choice only resolve ranges."""
+    def weight(name: str) -> Tensor:
+        return linear_weight(model.get_submodule(name))
+
+    if config.int8_scale is not Int8Scale.AUTO or config.layer_int8_scale:
+        return config, tensor_ranges(config, names, weight), {}
     layers = {n: config.for_layer(n) for n in names}
     int8 = [n for n in names if layers[n].kernel is Kernel.INT8]
     groups = packed_groups(int8)
-    absmax = group_absmax(groups, lambda n: linear_weight(model.get_submodule(n)))
-    if config.int8_scale is not Int8Scale.AUTO or config.layer_int8_scale:
-        tensor = {n for n in int8 if layers[n].int8_scale is Int8Scale.TENSOR}
-        return config, {n: absmax[n] for n in tensor}, {}
+    absmax = group_absmax(groups, weight)
     results: dict[Int8Scale, dict[str, MixedWeight]] = {Int8Scale.COLUMN: {}, Int8Scale.TENSOR: {}}
     for name in tqdm(int8, desc="int8 scales: column and tensor", disable=not progress):
-        W = linear_weight(model.get_submodule(name)).detach().float()
+        W = weight(name).detach().float()
         for scale, mixed in results.items():
             layer = layers[name].replace(int8_scale=scale)
             mixed[name] = decompose(W, layer, _score_context(stats, name),

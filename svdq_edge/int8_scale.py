@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from svdq_edge.config import Int8Scale
+from svdq_edge.config import Int8Scale, Kernel, QuantConfig
+from svdq_edge.mixed_bits import packed_groups
 
 GROWTH = 3.0  # allowed growth of the int8 groups' summed weight-rounding sensitivity (see above)
 
@@ -36,6 +37,14 @@ def group_absmax(groups: list[list[str]], weight: Callable[[str], Tensor]) -> di
         m = max(float(weight(n).detach().abs().max()) for n in group)
         out.update(dict.fromkeys(group, m))
     return out
+
+
+def tensor_ranges(config: QuantConfig, names: list[str], weight: Callable[[str], Tensor]) -> dict[str, float]:
+    """{layer: absmax} of the int8 layers that `config` (resolved: not an unresolved auto) puts on one scale per
+    tensor, shared within their packed groups; `weight` reads a layer's W."""
+    layers = {n: config.for_layer(n) for n in names}
+    tensor = [n for n, c in layers.items() if c.kernel is Kernel.INT8 and c.int8_scale is Int8Scale.TENSOR]
+    return group_absmax(packed_groups(tensor), weight)
 
 
 def choose_scales(column: dict[Group, float], tensor: dict[Group, float],

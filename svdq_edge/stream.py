@@ -19,14 +19,13 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.apply import LayerReport, QuantReport, check_tables, find_targets, layer_report
 from svdq_edge.blockwise import dequantize_blockwise
-from svdq_edge.config import ConfigError, Int8Scale, Kernel, QuantConfig
+from svdq_edge.config import ConfigError, Int8Scale, QuantConfig
 from svdq_edge.decompose import decompose
 from svdq_edge.embedding import QuantEmbedding, quantize_embedding_table
 from svdq_edge.errors import UserError
 from svdq_edge.head import install_head, require_head
-from svdq_edge.int8_scale import group_absmax
+from svdq_edge.int8_scale import tensor_ranges
 from svdq_edge.lazy import LazyWeights
-from svdq_edge.mixed_bits import packed_groups
 from svdq_edge.modules import QuantLinear, module_name, set_module
 from svdq_edge.packing import PackedWeight, unpack
 from svdq_edge.saliency import ScoreContext, get
@@ -99,9 +98,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
     targets = [n for n, _ in find_targets(model, config.skip, head_apart=config.head_bits is not None)]
     if not targets:
         raise ConfigError("no linear layers to quantize (all skipped or none present)")
-    tensor = [n for n in targets if config.for_layer(n).kernel is Kernel.INT8
-              and config.for_layer(n).int8_scale is Int8Scale.TENSOR]
-    absmax = group_absmax(packed_groups(tensor), lambda n: weights.read(f"{n}.weight"))  # shared by packed siblings
+    absmax = tensor_ranges(config, targets, lambda n: weights.read(f"{n}.weight"))  # shared by packed siblings
     for name in tqdm(targets, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
         module = model.get_submodule(name)
         W = weights.read(f"{name}.weight")
