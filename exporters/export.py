@@ -19,6 +19,7 @@ import onnx
 
 from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.errors import UserError
+from svdq_edge.exporters.compat import stamp_lowest_ir
 from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsupported_reason
@@ -128,6 +129,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
             meta["svdq_edge.layers"] = json.dumps(layers)
         onnx.helper.set_model_props(model, meta)
+        stamp_lowest_ir(model)  # older and embedded ONNX Runtimes (node, web, mobile) refuse a newer stamp
         if path == "fused" and causal:
             onnx.save_model(model, str(tmp / ONNX_FILE))  # its tensors are already in model.onnx.data
         else:

@@ -35,9 +35,9 @@ from svdq_edge.decompose import (
     MixedWeight,
 )
 from svdq_edge.errors import UserError
+from svdq_edge.exporters.compat import MS_DOMAIN, make_onnx_model
 from svdq_edge.packing import PackedWeight, QuantFormat, split_halves, unpack_zero_points
 
-MS_DOMAIN = "com.microsoft"
 KERNEL_OPS = {"matmulnbits": "MatMulNBits", "int8": "DynamicQuantizeMatMul"}  # QuantLinear.kernel -> the op
 ELEMENT_FORMS = ("auto", "ell", "compact")
 # Cost model for "auto": one ELL slot (a gather, multiply and reduce of one float per row of x) costs about this many
@@ -358,4 +358,4 @@ def single_layer_model(fragment: OnnxFragment, K: int, N: int, x: str = "x", y: 
         [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["batch", "seq", N])],
         initializer=fragment.initializers,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)])
+    return make_onnx_model(graph, OPSET)

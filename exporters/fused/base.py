@@ -27,6 +27,7 @@ from svdq_edge.apply import linear_weight
 from svdq_edge.concat import can_concat, concat_rows
 from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.errors import UserError
+from svdq_edge.exporters.compat import make_onnx_model
 from svdq_edge.exporters.embedding import quant_embedding_fragment
 from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.linear import (
@@ -267,8 +268,7 @@ class DecoderBuilder:
                 outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, present))
         graph = helper.make_graph(self.f.nodes, "svdq_edge_fused_decoder", inputs, outputs,
                                   initializer=self.f.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                       helper.make_opsetid(MS_DOMAIN, 1)], producer_name="svdq-edge")
+        return make_onnx_model(graph, OPSET)
 
 
 def _stacked_bias(modules: list[nn.Module]) -> np.ndarray | None:

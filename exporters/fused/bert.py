@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 from torch import nn
 
+from svdq_edge.exporters.compat import make_onnx_model
 from svdq_edge.exporters.fused.base import OPSET, ROWS_2D, TOKENS_3D, DecoderBuilder, FusedDecoder
 from svdq_edge.exporters.linear import MS_DOMAIN, _np
 
@@ -158,5 +159,4 @@ class BertBuilder(DecoderBuilder):
                                                      [*axes, self.s.hidden])]
         graph = helper.make_graph(self.f.nodes, "svdq_edge_fused_encoder", inputs, outputs,
                                   initializer=self.f.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                       helper.make_opsetid(MS_DOMAIN, 1)], producer_name="svdq-edge")
+        return make_onnx_model(graph, OPSET)
