@@ -135,8 +135,10 @@ def validate(backends: Sequence[Backend], tokenizer, data: TextDataset, task: st
                     continue
                 out = onnx_outputs(sess, tokenizer, data, pool=task == "feature-extraction",
                                    desc=f"{name}/{b.name}")
+            # a runtime in its own process (ort-node) measures its own memory; this process's growth would not
+            rss_mb = sess.rss_growth_mb() if hasattr(sess, "rss_growth_mb") else rss.mb
             results.append(BackendResult(b, name, out, model_size_mb(b.path), linear_bits_per_weight(b.path),
-                                         rss_mb=rss.mb, task=task, runtime_note=getattr(sess, "note", "")))
+                                         rss_mb=rss_mb, task=task, runtime_note=getattr(sess, "note", "")))
             sessions.append(sess)
     for bs, seq in shapes:
         for r, lat in zip(results, measure_interleaved(sessions, bs, seq, vocab, runs=runs, progress=True),

@@ -1,5 +1,5 @@
-"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `openvino`, `openvino-f32` (encoders);
-`genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
+"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `openvino`, `openvino-f32`
+(encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
 
 An encoder runtime opens a folder as a session with ONNX Runtime's calling shape (`get_inputs()`, `run(None,
 feed)`), so the same evaluation and the same interleaved timing serve every runtime. An optional runtime whose extra
@@ -69,6 +69,18 @@ def _open_openvino(precision: str | None) -> Callable[[Path, int | None], object
     return open_
 
 
+def _open_node(folder: Path, threads: int | None):
+    from svdq_edge.runtime.runtimes.node import NodeSession
+
+    return NodeSession(folder, threads)
+
+
+def _node_missing() -> str | None:
+    from svdq_edge.runtime.runtimes.node import node_missing
+
+    return node_missing()
+
+
 def runtimes() -> dict[str, Runtime]:
     """Every runtime svdq-edge knows, by name (built on call: no module-level state)."""
     ov_missing = _module_missing("openvino", "openvino")
@@ -77,6 +89,8 @@ def runtimes() -> dict[str, Runtime]:
                 _ort_missing("cpu"), _open_ort("cpu"), default=True),
         Runtime("ort-cuda", "ONNX Runtime, CUDA execution provider", frozenset({ENCODER}),
                 _ort_missing("cuda"), _open_ort("cuda"), default=True),
+        Runtime("ort-node", "onnxruntime-node (npm, pinned in runtime/edge), CPU, in a Node.js child process",
+                frozenset({ENCODER}), _node_missing, _open_node),
         Runtime("openvino", "OpenVINO CPU plugin, its default inference precision (bf16 where the CPU has it)",
                 frozenset({ENCODER}), ov_missing, _open_openvino(None)),
         Runtime("openvino-f32", "OpenVINO CPU plugin, inference precision f32", frozenset({ENCODER}), ov_missing,

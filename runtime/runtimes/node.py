@@ -1,0 +1,217 @@
+"""onnxruntime-node as a runtime of our ONNX folders (`ort-node`), in ONNX Runtime's calling shape.
+
+The npm packages are pinned in runtime/edge/package.json and package-lock.json (shipped with the package) and
+installed once with `npm ci` into a cache folder named by the hash of those files; npm's post-install download of
+CUDA binaries is skipped (the CPU binaries are inside the npm package). Each session is one `node` child process
+serving runtime/edge/ort_session.mjs over its stdin/stdout; it reports the time of `session.run` measured in Node,
+so the interleaved timing counts the model, not the pipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from svdq_edge.errors import UserError
+
+EDGE_FILES = ("package.json", "package-lock.json", "ort_session.mjs")
+NODE_MIN_MAJOR = 18
+TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32",
+         np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
+         np.dtype(np.float64): "float64"}
+DTYPES = {v: k for k, v in TYPES.items()}
+
+
+class NodeRuntimeError(UserError, RuntimeError):
+    """Node, npm or onnxruntime-node cannot serve the model; the message is one line."""
+
+
+def edge_dir() -> Path:
+    """runtime/edge: the pinned package.json, its lock file and the session script."""
+    return Path(__file__).resolve().parents[1] / "edge"
+
+
+def node_missing() -> str | None:
+    """Why onnxruntime-node cannot run here (no node/npm, or node older than 18); None when it can."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return f"{'node' if node is None else 'npm'} is not installed (Node.js >= {NODE_MIN_MAJOR} with npm)"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    m = re.match(r"v(\d+)", version)
+    if m is None or int(m.group(1)) < NODE_MIN_MAJOR:
+        return f"node {version or '?'} is older than {NODE_MIN_MAJOR}"
+    return None
+
+
+def js_dir() -> Path:
+    """Where the pinned npm packages are installed: $SVDQ_EDGE_JS_DIR, else a cache folder per lock-file hash."""
+    if os.environ.get("SVDQ_EDGE_JS_DIR"):
+        return Path(os.environ["SVDQ_EDGE_JS_DIR"]).expanduser()
+    digest = hashlib.sha256(b"".join((edge_dir() / f).read_bytes() for f in EDGE_FILES)).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "svdq-edge" / f"js-{digest}"
+
+
+def install_js(target: Path | None = None) -> Path:
+    """`npm ci` of the pinned packages into `target` (default js_dir()), once; returns the folder. Written to a
+    temporary sibling and renamed into place, so a failed or interrupted install leaves nothing half-made."""
+    target = target or js_dir()
+    if (target / "node_modules" / "onnxruntime-node" / "package.json").is_file():
+        return target
+    why = node_missing()
+    if why is not None:
+        raise NodeRuntimeError(f"ort-node cannot run: {why}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for f in EDGE_FILES:
+            shutil.copy2(edge_dir() / f, tmp / f)
+        env = os.environ | {"ONNXRUNTIME_NODE_INSTALL": "skip"}  # no CUDA download: the CPU binaries ship in npm
+        done = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+                              cwd=tmp, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise NodeRuntimeError(f"npm ci of onnxruntime-node failed in {tmp}: {last}")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process installed it meanwhile
+            if not (target / "node_modules").is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output of the model as the ONNX file declares it (ONNX Runtime's NodeArg shape)."""
+
+    name: str
+    shape: list
+
+
+def _declared(model_path: Path) -> tuple[list[NodeArg], list[NodeArg]]:
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    init = {t.name for t in graph.initializer}
+
+    def arg(v) -> NodeArg:
+        return NodeArg(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+    return [arg(v) for v in graph.input if v.name not in init], [arg(v) for v in graph.output]
+
+
+class NodeSession:
+    """An onnxruntime-node session (CPU) in a `node` child process, with `get_inputs()`, `get_outputs()` and
+    `run(None, feed)` like an ONNX Runtime session. `last_run_s`: Node's own time of the last `run`."""
+
+    def __init__(self, folder: Path, threads: int | None = None):
+        path = Path(folder) / "model.onnx"
+        if not path.is_file():
+            raise UserError(f"{path}: no such ONNX file")
+        js = install_js()
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(["node", str(js / "ort_session.mjs"), str(path.resolve()), str(threads or 0)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        ready, _ = self._receive()
+        self.version = ready.get("version")
+        self._rss_before_mb = ready["rss_before"] / 2**20
+        self._inputs, self._outputs = _declared(path)  # after Node loaded it: a bad file gets Node's own error
+        self.last_run_s: float | None = None
+
+    @property
+    def note(self) -> str:
+        return f"onnxruntime-node {self.version}" if self.version else "onnxruntime-node"
+
+    def rss_growth_mb(self) -> float | None:
+        """The Node process's peak RSS (VmHWM) over its RSS before the model loaded, in MB: the model's own memory, as
+        PeakRssGrowth measures it for a session in this process; None where /proc is absent."""
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text()
+        except OSError:
+            return None
+        hwm = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), None)
+        return None if hwm is None else int(hwm.split()[1]) / 1024 - self._rss_before_mb
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def run(self, output_names, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output in the file's order (`output_names` must be None, as the evaluation passes it)."""
+        if output_names is not None:
+            raise ValueError("NodeSession.run returns every output; pass None")
+        specs, parts = [], []
+        for name, a in feed.items():
+            a = np.ascontiguousarray(a)
+            if a.dtype not in TYPES:
+                raise UserError(f"ort-node: input {name!r} has dtype {a.dtype}, which the runtime does not take")
+            specs.append({"name": name, "type": TYPES[a.dtype], "dims": list(a.shape), "bytes": a.nbytes})
+            parts.append(a.tobytes())
+        self._send({"tensors": specs}, b"".join(parts))
+        header, payload = self._receive()
+        self.last_run_s = float(header["seconds"])
+        out, at = [], 0
+        for t in header["tensors"]:
+            out.append(np.frombuffer(payload, DTYPES[t["type"]], count=t["bytes"] // DTYPES[t["type"]].itemsize,
+                                     offset=at).reshape(t["dims"]).copy())
+            at += t["bytes"]
+        return out
+
+    def _send(self, header: dict, payload: bytes) -> None:
+        data = json.dumps(header).encode()
+        try:
+            self._proc.stdin.write(struct.pack("<II", len(data), len(payload)) + data + payload)
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise NodeRuntimeError(f"onnxruntime-node exited: {self._last_stderr()}") from None
+
+    def _receive(self) -> tuple[dict, bytes]:
+        lengths = self._read(8)
+        n_json, n_payload = struct.unpack("<II", lengths)
+        header = json.loads(self._read(n_json))
+        payload = self._read(n_payload)
+        if "error" in header:
+            raise NodeRuntimeError(f"onnxruntime-node: {header['error']}")
+        return header, payload
+
+    def _read(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = self._proc.stdout.read(left)
+            if not chunk:
+                raise NodeRuntimeError(f"onnxruntime-node exited: {self._last_stderr()}")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _last_stderr(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit code {self._proc.poll()}"
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._stderr.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the child dies with its pipes
+            pass
