@@ -11,6 +11,7 @@ from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_c
 from svdq_edge.errors import UserError
 from svdq_edge.logs import configure
 from svdq_edge.memory import bound_heap
+from svdq_edge.privacy import no_telemetry
 
 
 @click.group()
@@ -19,6 +20,7 @@ from svdq_edge.memory import bound_heap
 def main(verbose: int) -> None:
     """Data-free SVD mixed-precision quantization, exported to ONNX Runtime."""
     configure(verbose)
+    no_telemetry()
     bound_heap()
 
 
@@ -37,7 +39,7 @@ def quantize(model, output, method, requantize, overwrite, **q):
 
     A quantized GGUF file (or `smollm2`) is transcoded: its codes, scales and mins are kept exactly."""
     from svdq_edge.io import save_quantized
-    from svdq_edge.outputs import prepare_output
+    from svdq_edge.outputs import claim_output
     from svdq_edge.sources import gguf_path
 
     gguf = gguf_path(model)
@@ -48,7 +50,8 @@ def quantize(model, output, method, requantize, overwrite, **q):
         config = make_config(method, **q)
     else:
         _refuse_quant_options(["method", *q])
-    prepare_output(output, overwrite)  # fail before the slow part
+    # checked and locked before the slow part: a second writer of the same folder fails at once
+    click.get_current_context().with_resource(claim_output(output, overwrite, inputs=(model, gguf)))
     if config is None:
         from svdq_edge.transcode import transcode_gguf
 
@@ -133,25 +136,28 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--accuracy-level", default=None,
               help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; 4 quantizes "
                    "activations to int8 on CPU (faster, approximate); \"0,8:4\" sets 8-bit layers apart. Default: "
-                   "0 for a transcoded GGUF (its exact weights, computed in FP32), 4 for other causal LMs (decode "
-                   "speed), 0 for encoders")
+                   "4 for causal LMs (decode speed; a transcoded GGUF then computes as llama.cpp does, on int8 "
+                   "activations), 0 for encoders")
+@click.option("--exact", is_flag=True, help="accuracy level 0: compute in FP32, bit-faithful to the PyTorch reference "
+                                            "(a transcoded GGUF: its dequantized weights exactly)")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
               help="fused = graph built directly with ORT's fused ops (decoders: Llama, Mistral, Qwen2, GPT-2, Gemma 3 "
                    "in onnxruntime-genai's layout; encoders: BERT), traced = torch.onnx trace in Optimum's layout (any "
                    "architecture); auto = fused where the family is covered, traced otherwise")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
-def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
+def export(model, output, fp32, element_form, accuracy_level, exact, graph, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
-    from svdq_edge.config import TranscodeConfig
     from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx
     from svdq_edge.exporters.linear import AccuracyLevels
     from svdq_edge.io import is_quantized_dir, load_quantized
-    from svdq_edge.outputs import prepare_output
+    from svdq_edge.outputs import claim_output
     from svdq_edge.sources import ModelTask, load_model
 
-    levels = None if accuracy_level is None else AccuracyLevels.of(accuracy_level)  # checked before any work
-    prepare_output(output, overwrite)
+    if exact and accuracy_level is not None:
+        raise click.UsageError("--exact is --accuracy-level 0: give one of them")
+    levels = AccuracyLevels(0) if exact else None if accuracy_level is None else AccuracyLevels.of(accuracy_level)
+    click.get_current_context().with_resource(claim_output(output, overwrite, inputs=(model,)))
     quantized = model is not None and is_quantized_dir(model)
     if quantized and fp32:
         raise UserError(f"{model}: a quantized folder has no FP32 weights to export (drop --fp32)")
@@ -164,9 +170,8 @@ def export(model, output, fp32, element_form, accuracy_level, graph, overwrite):
         cfg = config.to_dict()
     else:
         loaded, cfg = load_model(model), None
-    if levels is None:
-        causal = loaded.task is ModelTask.CAUSAL_LM and not isinstance(config, TranscodeConfig)
-        levels = AccuracyLevels(4 if causal else 0)
+    if levels is None:  # measured: SmolLM2's GGUF at level 4 has llama.cpp's perplexity at 0.7x level 0's time/token
+        levels = AccuracyLevels(4 if loaded.task is ModelTask.CAUSAL_LM else 0)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "

@@ -95,7 +95,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
                                                     forced=forced, **q)
                    for m in onnx_methods.split(",") if m.strip()}
-        with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite) as stage:
+        with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite, inputs=(model, data)) as stage:
             table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
                                    out=stage, genai="genai" in runtime_list, llamacpp="llamacpp" in runtime_list)
         click.echo(table)
@@ -111,7 +111,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     levels = parse_levels(accuracy_levels)
     shape_list, runtime_list = (parse_shapes(shapes), runtime_names(runtimes, "encoder")) if do_onnx else ([], [])
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
-    with staged_output(out, overwrite) as stage, ray_sweep(ray_address, device) as sweep:
+    with staged_output(out, overwrite, inputs=(model, data)) as stage, ray_sweep(ray_address, device) as sweep:
         loaded = load_model(model)
         require_classifier(loaded)
         checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None

@@ -171,7 +171,7 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
     names = tuple(b for b in baselines.split(",") if b)
     if artifacts is not None and ray_address is None:
         raise UserError("--artifacts needs --ray")
-    with staged_output(out, overwrite) as stage, ray_sweep(ray_address) as sweep:
+    with staged_output(out, overwrite, inputs=(model, data)) as stage, ray_sweep(ray_address) as sweep:
         loaded = load_model(model)
         if data:
             require_classifier(loaded)

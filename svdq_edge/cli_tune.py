@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import click
@@ -37,11 +36,14 @@ def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best."""
     from svdq_edge.cli_common import require_classifier
     from svdq_edge.data import read_glue_tsv
+    from svdq_edge.outputs import MARKER, MARKER_TEXT, claim_output
     from svdq_edge.runtime.pipeline import shipped_sentences
     from svdq_edge.runtime.tune import default_space
     from svdq_edge.runtime.tune import tune as run_tune
     from svdq_edge.sources import ModelTask, load_model
 
+    # OUT is a cache that a later tune reuses (not replaced): locked for the whole search, and marked as ours
+    click.get_current_context().with_resource(claim_output(out, overwrite=True, inputs=(model, data)))
     loaded = load_model(model)
     feature = loaded.task is ModelTask.FEATURE_EXTRACTION
     if not feature:
@@ -54,6 +56,8 @@ def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     ds = shipped_sentences() if feature else read_glue_tsv(data, limit, loaded.model.config.label2id)
     from svdq_edge.cli_run import ray_sweep
 
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(MARKER_TEXT)
     with ray_sweep(ray_address) as sweep:
         result = run_tune(loaded, ds, metric, max_size, out, default_space(), runs=runs, threads=threads,
                           has_labels=not feature, sweep=sweep)
@@ -118,12 +122,7 @@ def plot_frontier(path: Path, result: dict) -> None:
 
 def export_best(src: Path, dst: Path) -> None:
     """Copy the chosen ONNX folder to `dst`, replacing an older pick only once the copy is complete."""
-    from svdq_edge.outputs import commit_output
+    from svdq_edge.outputs import staged_output
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with staged_output(dst, overwrite=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        commit_output(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

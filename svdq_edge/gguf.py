@@ -65,8 +65,9 @@ def gguf_to_hf(gguf: str | Path) -> Path:
     # overwrite: a folder without config.json is not a finished conversion; two processes converting the same file
     # at once: the second fails in one line on the lock
     with staged_output(out, overwrite=True) as tmp:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32",
+                                                     trust_remote_code=False)
         # The weights are now plain FP32 tensors; drop the GGUF marker so the folder loads as an ordinary model.
         del model.config.quantization_config
         model.hf_quantizer = None

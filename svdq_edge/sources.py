@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -89,9 +90,17 @@ def resolve_source(spec: str | None) -> str:
         if not p.is_dir() or not (p / "config.json").is_file():
             raise ModelSourceError(f"{spec}: not a Hugging Face model folder (no config.json)")
         return str(p)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    if not _looks_like_hub_id(spec):  # a mistyped local path must not become a network lookup
         raise ModelSourceError(f"{spec}: no such model folder")
     return spec  # a hub id: transformers resolves it (needs network or a local cache)
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    """`name` or `owner/name` of hub characters, whose owner is not a local folder (`models/minilm` with a `models/`
+    folder here is a mistyped path, not a hub repository)."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", spec) or ".." in spec:
+        return False
+    return "/" not in spec or not Path(spec.split("/")[0]).exists()
 
 
 def label2id_of(spec: str | None) -> dict[str, int] | None:
@@ -129,7 +138,7 @@ def load_config(source: str) -> PretrainedConfig:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)  # never run a folder's own code
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
         raise ModelSourceError(f"{source}: cannot load model config ({first_line(e)})") from None
 
@@ -140,7 +149,7 @@ def load_model(spec: str | None) -> LoadedModel:
     config = load_config(source)
     task = detect_task(config)
     try:
-        model = auto_class(task).from_pretrained(source, dtype="float32")
+        model = auto_class(task).from_pretrained(source, dtype="float32", trust_remote_code=False)
     except Exception as e:
         raise ModelSourceError(f"{source}: cannot load model weights ({first_line(e)})") from None
     model.eval()
@@ -162,7 +171,7 @@ def load_tokenizer(source: str):
         log.info("%s: no tokenizer files", source)
         return None
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with multi-line messages
         raise ModelSourceError(f"{source}: cannot load its tokenizer ({first_line(e)})") from None
 

@@ -74,7 +74,7 @@ def parameters_on_meta():
 def skeleton(hf_config, task) -> nn.Module:
     """The model class for `task` built from `hf_config` with its parameters on the meta device."""
     with parameters_on_meta():
-        model = auto_class(task).from_config(hf_config, dtype=torch.float32)
+        model = auto_class(task).from_config(hf_config, dtype=torch.float32, trust_remote_code=False)
     return model.eval()
 
 

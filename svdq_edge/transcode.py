@@ -102,7 +102,7 @@ def gguf_config(path: Path):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
     except Exception as e:
         raise GGUFError(f"{path}: transformers cannot build a config from this GGUF ({first_line(e)})") from None
     if hasattr(config, "quantization_config"):
@@ -114,7 +114,7 @@ def gguf_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
     except Exception as e:
         log.warning("%s: no tokenizer from the GGUF metadata (%s)", path, first_line(e))
         return None

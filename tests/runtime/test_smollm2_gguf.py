@@ -1,5 +1,6 @@
 """SmolLM2-135M-Instruct transcoded from its Q4_1 GGUF (bit-exact codes, block mins as FP32 offsets), through the
-CLI as a user runs it: perplexity against the FP32 model of the same dequantized weights, greedy tokens, file size."""
+CLI as a user runs it: exported with --exact, perplexity against the FP32 model of the same dequantized weights,
+greedy tokens, file size; exported by default (int8 activations), perplexity within 0.5% of that model's."""
 
 import json
 
@@ -30,7 +31,9 @@ def transcoded(tmp_path_factory):
     res = runner.invoke(main, ["quantize", "smollm2", "-o", str(tmp / "q")])
     assert res.exit_code == 0, res.output
     assert "transcoded (MOSTLY_Q4_1)" in res.output and "mean relative weight error 0.0000" in res.output
-    res = runner.invoke(main, ["export", str(tmp / "q"), "-o", str(tmp / "onnx")])
+    res = runner.invoke(main, ["export", str(tmp / "q"), "-o", str(tmp / "onnx"), "--exact"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["export", str(tmp / "q"), "-o", str(tmp / "onnx-default")])
     assert res.exit_code == 0, res.output
     return tmp / "onnx", load_model("smollm2")  # the FP32 model of the GGUF's dequantized weights
 
@@ -43,13 +46,17 @@ def test_file_is_at_most_1_25x_the_gguf(transcoded):
     assert size <= 1.25 * gguf_path("smollm2").stat().st_size
 
 
-def test_perplexity_within_0_1_percent_of_fp32(transcoded):
+def test_perplexity_within_0_1_percent_of_fp32_exact_and_0_5_percent_by_default(transcoded):
     out, fp32 = transcoded
     ids = read_text_ids(fp32.tokenizer, shared_path("data", "wikitext2", "wiki.test.raw"), 4096)
-    ours = perplexity(onnx_window_scorer(make_session(out, "cpu", threads=2)), ids, 1024, 512, progress=False)
     with torch.no_grad():
         ref = perplexity(lambda w, n: torch_window_nll(fp32.model, w, n), ids, 1024, 512, progress=False)
-    assert abs(ours.ppl / ref.ppl - 1) < 1e-3, (ours.ppl, ref.ppl)
+    exact = perplexity(onnx_window_scorer(make_session(out, "cpu", threads=2)), ids, 1024, 512, progress=False)
+    assert abs(exact.ppl / ref.ppl - 1) < 1e-3, (exact.ppl, ref.ppl)
+    default = out.parent / "onnx-default"
+    assert json.loads((default / "export.json").read_text())["accuracy_level"] == "4"
+    fast = perplexity(onnx_window_scorer(make_session(default, "cpu", threads=2)), ids, 1024, 512, progress=False)
+    assert abs(fast.ppl / ref.ppl - 1) < 5e-3, (fast.ppl, ref.ppl)  # llama.cpp's own: +0.30% (docs/gguf.md)
 
 
 def test_greedy_tokens_equal_the_fp32_model_on_five_prompts(transcoded):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,9 +113,25 @@ def test_existing_output_needs_overwrite(tiny_bert_dir, tmp_path):
     (out / "keep.txt").write_text("mine")
     one_line_error(run("quantize", tiny_bert_dir, "-o", out), "exists", "--overwrite")
     assert (out / "keep.txt").read_text() == "mine"
-    r = run("quantize", tiny_bert_dir, "-o", out, "--overwrite", "--block-size", 32)
-    assert r.exit_code == 0, r.output
-    assert not (out / "keep.txt").exists() and (out / "quant_config.json").exists()
+    # a folder of the user's own files is never replaced, even with --overwrite
+    one_line_error(run("quantize", tiny_bert_dir, "-o", out, "--overwrite"), "not an svdq-edge output")
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()  # an empty folder may be used
+    for _ in range(2):  # and our own output replaced
+        r = run("quantize", tiny_bert_dir, "-o", out, "--overwrite", "--block-size", 32)
+        assert r.exit_code == 0, r.output
+        assert (out / "quant_config.json").exists()
+
+
+def test_the_input_and_special_files_are_never_replaced(tiny_bert_dir, tmp_path):
+    q = tmp_path / "q"
+    assert run("quantize", tiny_bert_dir, "-o", q, "--block-size", 32).exit_code == 0
+    before = sorted(p.name for p in q.iterdir())
+    one_line_error(run("export", q, "-o", q, "--overwrite"), "the input")
+    one_line_error(run("quantize", tiny_bert_dir, "-o", tiny_bert_dir, "--overwrite"), "the input")
+    assert sorted(p.name for p in q.iterdir()) == before and (tiny_bert_dir / "config.json").is_file()
+    one_line_error(run("export", q, "-o", "/dev/null", "--overwrite"), "not a folder")
+    assert Path("/dev/null").is_char_device()
 
 
 def test_nan_weights_name_the_layer_and_write_nothing(tiny_bert_dir, tmp_path):

@@ -1,6 +1,9 @@
-"""What artifacts record as their source: packaged models by name, local paths relative to the artifact."""
+"""Where models come from: what artifacts record as their source (packaged models by name, local paths relative to
+the artifact), hub ids against mistyped paths, and no model-folder code ever run."""
 
 import os
+
+import pytest
 
 from svdq_edge.sources import portable_source
 from tests.conftest import require_package
@@ -43,3 +46,36 @@ def test_a_broken_tokenizer_is_an_error_not_a_missing_one(tmp_path):
     (tmp_path / "m" / "tokenizer.json").write_text("{ not json")
     with pytest.raises(ModelSourceError, match="cannot load its tokenizer"):
         load_tokenizer(str(tmp_path / "m"))
+
+
+def test_a_folder_with_its_own_code_is_refused_and_the_code_never_runs(tmp_path, monkeypatch):
+    """`auto_map` custom code is not run even when stdin would answer transformers' "y" prompt."""
+    import io
+    import json
+
+    from svdq_edge.sources import ModelSourceError, load_model
+
+    ran = tmp_path / "ran"
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "svdq-custom", "architectures": ["CustomModel"],
+        "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"}}))
+    (tmp_path / "custom.py").write_text(f"open({str(ran)!r}, 'w').write('code ran')\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\ny\n"))
+    with pytest.raises(ModelSourceError, match=r"^[^\n]*cannot load model config[^\n]*$"):
+        load_model(str(tmp_path))
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("spec", ["./nope", "/no/such/model", "a/b/c", "tests/no-such-model", "bad id!", "x/../y"])
+def test_a_missing_local_path_is_never_taken_for_a_hub_id(spec):
+    from svdq_edge.sources import ModelSourceError, resolve_source
+
+    with pytest.raises(ModelSourceError, match="no such model folder"):
+        resolve_source(spec)
+
+
+@pytest.mark.parametrize("spec", ["bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", "org/model.v2"])
+def test_hub_ids_stay_hub_ids(spec):
+    from svdq_edge.sources import resolve_source
+
+    assert resolve_source(spec) == spec

@@ -116,3 +116,20 @@ def test_cli_transcodes_by_default_and_requantizes_on_request(tmp_path):
     assert not (tmp_path / "r").exists()
     res = CliRunner().invoke(main, ["quantize", "-o", str(tmp_path / "r"), "--requantize"])
     assert res.exit_code == 2 and "--requantize applies to GGUF sources only" in res.output
+
+
+def test_export_computes_on_int8_activations_unless_exact(tmp_path):
+    """A transcoded GGUF exports at accuracy level 4 by default (llama.cpp's perplexity at its speed, docs/gguf.md);
+    --exact gives level 0, the dequantized weights computed in FP32."""
+    path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    runner = CliRunner()
+    assert runner.invoke(main, ["quantize", str(path), "-o", str(tmp_path / "t")]).exit_code == 0
+    for flags, level in (([], "4"), (["--exact"], "0")):
+        out = tmp_path / f"onnx{level}"
+        res = runner.invoke(main, ["export", str(tmp_path / "t"), "-o", str(out), *flags])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "export.json").read_text())["accuracy_level"] == level
+    res = runner.invoke(main, ["export", str(tmp_path / "t"), "-o", str(tmp_path / "both"), "--exact",
+                               "--accuracy-level", "4"])
+    assert res.exit_code == 2 and "--exact is --accuracy-level 0" in res.output
+    assert not (tmp_path / "both").exists()
