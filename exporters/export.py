@@ -86,7 +86,7 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
         elif layer is not None:
             if "_corr_" in t.name:  # FP32 corrections, block offsets included
                 r.correction += b
-            elif t.name.endswith(("_scales", "_zp")) or "_Q" in t.name[len(layer):]:
+            elif t.name.endswith(("_scales", "_zp", "_int8")) or "_Q" in t.name[len(layer):]:  # codes
                 r.linears += b
             else:
                 r.other += b  # small shape constants of the fragment

@@ -38,16 +38,19 @@ class BuiltBackends:
 
 def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConfig],
                    baselines: tuple[str, ...] = DEFAULT_BASELINES, accuracy_levels: tuple[int, ...] = (0,),
-                   save_quantized_dirs: bool = False) -> BuiltBackends:
+                   save_quantized_dirs: bool = False, level_of: dict[str, int] | None = None) -> BuiltBackends:
     """FP32 ONNX first, then ORT's baselines built from it, then our exports: one per labelled config and
-    MatMulNBits accuracy level (level 0 keeps the label, level L adds `-accL`).
+    MatMulNBits accuracy level (level 0 keeps the label, level L adds `-accL`). A label in `level_of` is exported
+    once, at that level, under its own label.
 
     `loaded.model` is left untouched (each config quantizes a copy).
     """
     require_baselines(baselines)
     work.mkdir(parents=True, exist_ok=True)
     # one step per folder built: the FP32 export, each baseline, each of our exports (quantizing is its own bar)
-    bar = tqdm(total=1 + len(baselines) + len(configs) * len(accuracy_levels), desc="build fp32", leave=False)
+    level_of = level_of or {}
+    levels = {label: (level_of[label],) if label in level_of else accuracy_levels for label in configs}
+    bar = tqdm(total=1 + len(baselines) + sum(map(len, levels.values())), desc="build fp32", leave=False)
     fp32_dir, fp32_sizes, _ = export_onnx(loaded, work / "fp32", overwrite=True)
     bar.update()
     backends = [Backend("fp32", fp32_dir, "FP32 ONNX (torch.onnx dynamo export)")]
@@ -61,8 +64,8 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
         report = quantize_model(q.model, config, calibrate_model(q.model, q.tokenizer, config))
         if save_quantized_dirs:
             save_quantized(q, report, work / f"{label}-quantized", overwrite=True)
-        for level in accuracy_levels:
-            name = label if level == 0 else f"{label}-acc{level}"
+        for level in levels[label]:
+            name = label if level == 0 or label in level_of else f"{label}-acc{level}"
             bar.set_description(f"export {name}")
             out, s, _ = export_onnx(q, work / name, config.to_dict(), accuracy_level=level, overwrite=True)
             bar.update()

@@ -79,7 +79,8 @@ def device_table(per_device: dict[str, Validation]) -> str:
 
 
 def write_report(out_dir: Path, title: str, validation: Validation, extra_md: str = "",
-                 meta: dict | None = None, per_device: dict[str, Validation] | None = None) -> list[Path]:
+                 meta: dict | None = None, per_device: dict[str, Validation] | None = None,
+                 lead: str = "") -> list[Path]:
     """report.json, report.md and PNG plots in `out_dir`; returns the files written."""
     from svdq_edge.runtime.runtimes import runtimes
 
@@ -94,7 +95,8 @@ def write_report(out_dir: Path, title: str, validation: Validation, extra_md: st
         payload["devices"] = {kind: [r.to_dict(out_dir) for r in v.results] for kind, v in per_device.items()}
     files = [out_dir / "report.json", out_dir / "report.md"]
     files[0].write_text(json.dumps(payload, indent=2))
-    md = [f"# {title}", "", f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}; runtimes: "
+    md = [f"# {title}", "", *(f"{line}\n" for line in lead.splitlines()),  # the answer first (run's pick)
+          f"onnxruntime {env['onnxruntime']}, {env['cpus']} CPUs, {env['machine']}; runtimes: "
           + "; ".join(f"`{n}` = {known[n].summary}" for n in used), "", backend_table(validation.results), ""]
     notes = [f"{r.label}: {r.runtime_note}" for r in validation.results if r.runtime_note]
     if notes:

@@ -8,6 +8,7 @@ import click
 
 from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
 from svdq_edge.errors import UserError
+from svdq_edge.runtime.pick import Objective, encoder_candidates, pick
 
 DEFAULT_OUT = Path("svdq-edge-out")
 
@@ -70,9 +71,10 @@ def runtime_names(text: str | None, task: str) -> list[str]:
 
 
 def validate_and_report(loaded, built, data, stage, out, title, runtimes, threads, shapes, runs, has_labels,
-                        extra_md="", meta=None, sweep=None, shared_artifacts=False):
+                        extra_md="", meta=None, sweep=None, shared_artifacts=False, lead=None):
     """Validate, print the tables and write the report into `stage` (the folder that becomes `out`). With a Ray
-    `sweep`: on one node of every device kind of the cluster (the first kind's results make the main table)."""
+    `sweep`: on one node of every device kind of the cluster (the first kind's results make the main table).
+    `lead(validation)`: lines that open the printed answer and the report (run's pick)."""
     from svdq_edge.runtime.pipeline import validate_all
     from svdq_edge.runtime.report import backend_table, device_table, write_report
 
@@ -89,7 +91,9 @@ def validate_and_report(loaded, built, data, stage, out, title, runtimes, thread
         if not per_device:
             raise UserError("the validation failed on every device kind: " + "; ".join(failed.values()))
         validation = next(iter(per_device.values()))
-    click.echo(f"\n{title}: runtimes {', '.join(runtimes)}, {threads} threads, n={len(data)}"
+    lead_lines = lead(validation) if lead is not None else []
+    click.echo("\n" + "".join(line + "\n" for line in lead_lines)
+               + f"{title}: runtimes {', '.join(runtimes)}, {threads} threads, n={len(data)}"
                + (f", device {next(iter(per_device))}" if per_device else ""))
     click.echo(backend_table(validation.results))
     for key, why in validation.skipped.items():
@@ -97,7 +101,7 @@ def validate_and_report(loaded, built, data, stage, out, title, runtimes, thread
     if per_device:
         click.echo(f"\nlatency per device kind ({', '.join(per_device)}):")
         click.echo(device_table(per_device))
-    files = write_report(stage, title, validation, extra_md, meta, per_device)
+    files = write_report(stage, title, validation, extra_md, meta, per_device, lead="\n".join(lead_lines))
     click.echo("\nsizes: " + "; ".join(f"{k} {s.summary()}" for k, s in built.sizes.items() if k != "fp32"))
     click.echo("wrote " + ", ".join(str(out / f.relative_to(stage)) for f in files))
     return validation
@@ -134,8 +138,16 @@ def ray_sweep(address: str | None, device: str | None = None):
 @backend_options
 @click.option("--baselines", default="ort-int8,ort-rtn4,ort-rtn4-acc4", show_default=True,
               help="ORT baselines to build")
+@click.option("--objective", type=click.Choice([o.value for o in Objective]), default="balanced", show_default=True,
+              help="how the shipped candidate is picked: balanced = the fastest whose loss (KL, or 1 - cosine) is at "
+                   "most the best ORT baseline's; size, speed, fidelity = the best on that axis")
+@click.option("--max-size", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
+              help="the pick's file at most this fraction of the FP32 file")
+@click.option("--max-loss", type=click.FloatRange(min=0), default=None,
+              help="fidelity floor: the pick's loss at most this (KL to FP32 for classifiers, 1 - mean cosine for "
+                   "embedders)")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True,
-              help="report folder (written whole at the end)")
+              help="report folder (written whole at the end); the pick is copied to OUT/ship")
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
@@ -143,10 +155,12 @@ def ray_sweep(address: str | None, device: str | None = None):
                    "ADDRESS (extra `cluster`; put --ray after MODEL, or write --ray local for a local Ray)")
 @artifacts_option
 @user_errors
-def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, out, overwrite,
-        limit, ray_address, artifacts, **q):
-    """The main job: quantize MODEL, export it, validate and benchmark it under ONNX Runtime beside FP32 and ORT's
-    own quantizers. With no MODEL: the embedded all-MiniLM-L6-v2 encoder, offline."""
+def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, objective, max_size,
+        max_loss, out, overwrite, limit, ray_address, artifacts, **q):
+    """The main job: quantize MODEL several ways, export, validate and benchmark every candidate under ONNX Runtime
+    beside FP32 and ORT's own quantizers, pick one by --objective and copy it to OUT/ship. With quantization options
+    given, the one configuration they describe is the only candidate. With no MODEL: the embedded all-MiniLM-L6-v2
+    encoder, offline."""
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.outputs import staged_output
     from svdq_edge.runtime.pipeline import build_backends, shipped_sentences
@@ -176,15 +190,89 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
         if data:
             require_classifier(loaded)
         work = backends_folder(stage, out, artifacts)
-        built = build_backends(loaded, work, {"ours": config}, names, levels, save_quantized_dirs=True)
+        candidates = {"ours": config} if _quant_options_given(q, method) else encoder_candidates(config)
+        built = build_backends(loaded, work, candidates, names, levels, save_quantized_dirs=True,
+                               level_of={label: 4 for label in candidates if label != "ours"})
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"
         how = _how_ours_was_made(work / "ours-quantized")
+        meta = {"config": config.to_dict(), "data": ds.path,
+                "candidates": {label: c.to_dict() for label, c in candidates.items()}}
+        chosen = {}
+
+        def lead(validation) -> list[str]:
+            chosen["pick"] = pick(points_of(validation, loaded.task, names), Objective(objective), max_size, max_loss)
+            meta["pick"] = pick_dict(chosen["pick"], objective)
+            shape = "b{}x{}".format(*shape_list[0])
+            return pick_lines(chosen["pick"], out / "ship", loaded.task is ModelTask.SEQUENCE_CLASSIFICATION, shape)
+
         validate_and_report(loaded, built, ds, stage, out, title, runtime_list, threads, shape_list, runs,
-                            has_labels=data is not None, extra_md=how,
-                            meta={"config": config.to_dict(), "data": ds.path},
-                            sweep=sweep, shared_artifacts=artifacts is not None)
+                            has_labels=data is not None, extra_md=how, meta=meta,
+                            sweep=sweep, shared_artifacts=artifacts is not None, lead=lead)
+        best = chosen["pick"].point
+        if best is not None:
+            ship(work / best.name, stage / "ship")
+            click.echo(f"shipped {best.name} -> {out / 'ship'}")
+
+
+SHARED_OPTIONS = ("block_size", "embedding_bits", "skip", "seed")  # settings every default candidate takes
+
+
+def _quant_options_given(q: dict, method: str) -> bool:
+    """Whether the command line chose a quantization (method, bits, budget, kernel, ...): then that configuration is
+    the only candidate. Block size, embedding bits, skipped layers and seed apply to every candidate."""
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+               for name in ("method", *q) if name not in SHARED_OPTIONS)
+
+
+def points_of(validation, task, baselines: tuple[str, ...]) -> list:
+    """The first runtime's rows as pick Points: size over FP32's, p50 at the first shape, KL or 1 - cosine."""
+    from svdq_edge.runtime.pick import Point
+    from svdq_edge.sources import ModelTask
+
+    rows = [r for r in validation.results if r.runtime == validation.results[0].runtime]
+    ref = rows[0]
+    classifier = task is ModelTask.SEQUENCE_CLASSIFICATION
+    points = []
+    for i, r in enumerate(rows):
+        loss = (r.kl if classifier else None if r.cosine_mean is None else 1.0 - r.cosine_mean)
+        points.append(Point(r.backend.name, r.backend.name not in ("fp32", *baselines), r.size_mb / ref.size_mb,
+                            r.latency[0].p50_ms if r.latency else float("nan"),
+                            0.0 if i == 0 and loss is None else loss))
+    return points
+
+
+def pick_lines(p, ship_dir: Path, classifier: bool, shape: str) -> list[str]:
+    """The answer first: what was picked and why, then the runner-up on each axis."""
+    if p.point is None:
+        return [f"no pick: {p.why}; see the table (loosen --max-size or --max-loss)"]
+
+    def fidelity(q) -> str:
+        return f"KL {q.loss:.4f}" if classifier else f"cosine {1 - q.loss:.4f}"
+
+    b = p.point
+    lines = [f"pick: {b.name} -> {ship_dir}: {b.size_ratio:.3f}x FP32, {fidelity(b)}, {shape} {b.latency_ms:.2f} ms "
+             f"({p.why})"]
+    if p.runners_up:
+        lines.append("runners-up: " + "; ".join(f"{axis}: {q.name} ({q.size_ratio:.3f}x, {fidelity(q)}, "
+                                                 f"{q.latency_ms:.2f} ms)" for axis, q in p.runners_up.items()))
+    return lines
+
+
+def pick_dict(p, objective: str) -> dict:
+    from dataclasses import asdict
+
+    return {"objective": objective, "why": p.why, "pick": None if p.point is None else asdict(p.point),
+            "runners_up": {axis: asdict(q) for axis, q in p.runners_up.items()}}
+
+
+def ship(src: Path, dst: Path) -> None:
+    """The picked ONNX folder, whole, as the folder the user deploys."""
+    import shutil
+
+    shutil.copytree(src, dst)
 
 
 def _how_ours_was_made(quantized: Path) -> str:
