@@ -100,8 +100,11 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
                 element_form: str = "auto", accuracy_level: int | AccuracyLevels = 0, overwrite: bool = False,
-                opset: int = 18, graph: str = "auto") -> tuple[Path, SizeReport, dict]:
+                opset: int = 18, graph: str = "auto", ort_target: str | None = None) -> tuple[Path, SizeReport, dict]:
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
+
+    `ort_target` ("arm" or "amd64"): also write model.ort and required_operators.config for ONNX Runtime's mobile
+    and minimal builds (exporters/mobile.py).
 
     `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused/),
     "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
@@ -150,6 +153,11 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
                   "graph": path, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
                   "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
+        if ort_target is not None:
+            from svdq_edge.exporters.mobile import write_ort_format
+
+            write_ort_format(tmp, ort_target)
+            report["ort_format"] = {"file": "model.ort", "target": str(ort_target)}
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
     return out, sizes, layers
 

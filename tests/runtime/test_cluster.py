@@ -135,7 +135,8 @@ def test_ray_options_need_ray(tiny_bert_dir, tmp_path):
 
 def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_path):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--block-size", "32", "--limit", "6", "--runs", "2",
+    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
+                                  "--runs", "2",
                                   "--shapes", "1x8", "--threads", "1", "--baselines", "ort-int8",
                                   "--accuracy-levels", "0", "--out", str(out), "--ray", cluster.address,
                                   "--artifacts", str(tmp_path / "shared")])

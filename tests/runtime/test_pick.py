@@ -55,9 +55,11 @@ def test_run_picks_by_its_rule_and_ships_the_pick(tiny_bert_dir, tmp_path, objec
                                   "--max-size", "0.9", "--out", str(out)])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
-    rows = [Point(x["backend"]["name"], x["backend"]["name"] not in ("fp32", "ort-int8"), x["size_mb"]
-                  / report["results"][0]["size_mb"], x["latency"][0]["p50_ms"], 1 - (x["cosine_mean"] or 1.0))
+    fp32 = report["results"][0]
+    rows = [Point(x["backend"]["name"], x["backend"]["name"] not in ("fp32", "ort-int8"),
+                  x["size_mb"] / fp32["size_mb"], x["latency"][0]["p50_ms"], x["kl"] or 0.0)  # a classifier: KL
             for x in report["results"]]
+    assert all(x["kl"] is not None for x in report["results"][1:])
     assert {p.name for p in rows} == {"fp32", "ort-int8", "int8-auto", "mixed-7", "mixed-5.75", "ours-acc4"}
     want = pick(rows, Objective(objective), 0.9)
     assert report["meta"]["pick"]["pick"]["name"] == want.point.name

@@ -71,7 +71,8 @@ def test_a_file_node_cannot_load_is_one_line(tmp_path):
 
 def test_run_tables_ort_node_beside_ort_cpu(tiny_bert_dir, tmp_path):
     out = tmp_path / "report"
-    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--block-size", "32", "--limit", "6", "--runs", "2",
+    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
+                                  "--runs", "2",
                                   "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
                                   "--runtimes", "ort-cpu,ort-node", "--out", str(out)])
     assert r.exit_code == 0, r.output

@@ -54,7 +54,8 @@ def test_a_folder_openvino_cannot_read_is_one_line(tmp_path):
 
 def test_run_compares_runtimes_in_one_table(tiny_bert_dir, tmp_path):
     out = tmp_path / "report"
-    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--block-size", "32", "--limit", "6", "--runs", "2",
+    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
+                                  "--runs", "2",
                                   "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
                                   "--runtimes", "ort-cpu,openvino-f32,genai", "--out", str(out)])
     assert r.exit_code == 0, r.output
