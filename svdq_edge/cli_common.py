@@ -25,6 +25,25 @@ DEFAULTS = QuantConfig.defaults()
 USER_ERRORS = (UserError, OSError)
 
 
+def deprecated_alias(old: str, new: str, dest: str, **kw):
+    """Keep the spelling `old` working for one release as a hidden alias of the option `new` (parameter `dest`):
+    its value goes to `dest`, with a one-line note on stderr; both at once is a usage error."""
+    hidden = f"{dest}_via_{old.lstrip('-').replace('-', '_')}"
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            value = kwargs.pop(hidden)
+            if value is not None:
+                if click.get_current_context().get_parameter_source(dest) is not click.core.ParameterSource.DEFAULT:
+                    raise click.UsageError(f"{old} is the old spelling of {new}: give {new} only")
+                click.echo(f"note: {old} is now {new}; {old} goes away in the next release", err=True)
+                kwargs[dest] = value
+            return fn(*args, **kwargs)
+        return click.option(old, hidden, default=None, hidden=True, **kw)(wrapper)
+    return deco
+
+
 def user_errors(fn):
     """User errors become one-line `Error: ...` messages (exit code 1). Anything else is a bug: one line with its
     type and a hint, or the full traceback when the user asked for -v."""

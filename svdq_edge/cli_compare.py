@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.cli_common import (
+    DEFAULTS,
+    deprecated_alias,
+    make_config,
+    quant_options,
+    require_classifier,
+    user_errors,
+)
 from svdq_edge.cli_run import (
     DEFAULT_OUT,
     artifacts_option,
@@ -44,12 +51,14 @@ LISTED = {"method": (), "bits": ("bits_list", "bits"), "keep": ("keep_list", "ke
               help="also export every PyTorch-table model and run it under ONNX Runtime CPU (accuracy, agreement)")
 @quant_options
 @backend_options
-@click.option("--backends", default="ort-int8,ort-rtn4,ort-rtn4-acc4,ort-hqq4", show_default=True,
+@click.option("--baselines", "backends", default="ort-int8,ort-rtn4,ort-rtn4-acc4,ort-hqq4", show_default=True,
               help="ORT baselines for the ONNX tables ('none' skips the ONNX part)")
+@deprecated_alias("--backends", "--baselines", "backends")
 @click.option("--onnx-methods", default=DEFAULTS.method, show_default=True,
               help="our methods exported to ONNX (at the first of --bits-list)")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
               help="report folder, written whole at the end (default: svdq-edge-out/compare-<task>)")
+@deprecated_alias("--out", "-o/--output", "out", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.cli_common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.cli_common import (
+    DEFAULTS,
+    deprecated_alias,
+    make_config,
+    quant_options,
+    require_classifier,
+    user_errors,
+)
 from svdq_edge.errors import UserError
 from svdq_edge.runtime.pick import Objective, encoder_candidates, pick
 
@@ -146,8 +153,9 @@ def ray_sweep(address: str | None, device: str | None = None):
 @click.option("--max-loss", type=click.FloatRange(min=0), default=None,
               help="fidelity floor: the pick's loss at most this (KL to FP32 for classifiers, 1 - mean cosine for "
                    "embedders)")
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True,
-              help="report folder (written whole at the end); the pick is copied to OUT/ship")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=DEFAULT_OUT / "run", show_default=True,
+              help="report folder (written whole at the end); the pick is copied to OUTPUT/ship")
+@deprecated_alias("--out", "-o/--output", "out", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="replace an existing report folder")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",

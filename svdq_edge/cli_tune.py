@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.cli_common import user_errors
+from svdq_edge.cli_common import deprecated_alias, user_errors
 
 DEFAULT_OUT = Path("svdq-edge-out/tune")
 
@@ -21,8 +21,9 @@ DEFAULT_OUT = Path("svdq-edge-out/tune")
               help="fidelity to minimise the loss of (default: kl for a classifier, cosine for a feature extractor)")
 @click.option("--max-size", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.25, show_default=True,
               help="largest file to pick, as a ratio to the FP32 file")
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
               help="work folder: cached candidates (an interrupted tune resumes from them), report, plot, best/")
+@deprecated_alias("--out", "-o/--output", "out", type=click.Path(path_type=Path))
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on the first N rows only")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="timed runs per shape")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)

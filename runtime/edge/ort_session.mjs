@@ -1,6 +1,8 @@
-// One onnxruntime-node session served over stdin/stdout to svdq_edge.runtime.runtimes.node.NodeSession.
+// One ONNX Runtime JavaScript session served over stdin/stdout to svdq_edge.runtime.runtimes.node.NodeSession.
 //
-//   node ort_session.mjs MODEL.onnx THREADS
+//   node ort_session.mjs MODEL.onnx THREADS PACKAGE
+//
+// PACKAGE: onnxruntime-node (native CPU kernels) or onnxruntime-web (the WASM build browsers run; here in Node).
 //
 // Every message, both ways: uint32 LE header length, uint32 LE payload length, a JSON header, the payload bytes.
 // Request header  {tensors: [{name, type, dims, bytes}]}: the feed, its tensors' raw bytes back to back.
@@ -8,8 +10,12 @@
 // session.run alone, measured here, so the pipe's round trip is not counted as the model's latency.
 // The first response (no request) is {ready: true, version, inputs, outputs, rss_before} (bytes, before the model
 // loaded); an error is {error: "one line"}.
+import { existsSync, readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as ort from 'onnxruntime-node';
+
+const [model, threads, pkg] = process.argv.slice(2);
+const ort = await import(pkg === 'onnxruntime-web' ? 'onnxruntime-web' : 'onnxruntime-node');
 
 const ARRAYS = {
   float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array, uint8: Uint8Array,
@@ -53,19 +59,32 @@ async function serve(session, header, payload) {
   send({ tensors, seconds }, Buffer.concat(parts));
 }
 
+async function open() {
+  if (pkg !== 'onnxruntime-web') {
+    const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
+    if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
+    return ort.InferenceSession.create(model, options);
+  }
+  // the web build reads bytes, as a page fetches them; external data travels under the name the graph refers to
+  if (Number(threads) > 0) ort.env.wasm.numThreads = Number(threads);
+  const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
+  if (existsSync(`${model}.data`)) {
+    options.externalData = [{ path: `${basename(model)}.data`, data: readFileSync(`${model}.data`) }];
+  }
+  return ort.InferenceSession.create(readFileSync(model), options);
+}
+
 async function main() {
-  const [model, threads] = process.argv.slice(2);
-  const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-  if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
   const rssBefore = process.memoryUsage().rss; // the runtime is loaded; the model is not
   let session;
   try {
-    session = await ort.InferenceSession.create(model, options);
+    session = await open();
   } catch (e) {
     send({ error: String(e.message || e).split('\n')[0] });
     return;
   }
-  send({ ready: true, version: ort.env.versions?.node ?? null, inputs: session.inputNames,
+  const version = ort.env.versions?.[pkg === 'onnxruntime-web' ? 'web' : 'node'] ?? null;
+  send({ ready: true, version, inputs: session.inputNames,
     outputs: session.outputNames, rss_before: rssBefore });
   let buffered = Buffer.alloc(0);
   let queue = Promise.resolve();

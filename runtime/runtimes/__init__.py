@@ -1,5 +1,5 @@
-"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `openvino`, `openvino-f32`
-(encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
+"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `ort-web`, `openvino`,
+`openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
 
 An encoder runtime opens a folder as a session with ONNX Runtime's calling shape (`get_inputs()`, `run(None,
 feed)`), so the same evaluation and the same interleaved timing serve every runtime. An optional runtime whose extra
@@ -69,10 +69,12 @@ def _open_openvino(precision: str | None) -> Callable[[Path, int | None], object
     return open_
 
 
-def _open_node(folder: Path, threads: int | None):
-    from svdq_edge.runtime.runtimes.node import NodeSession
+def _open_node(package: str) -> Callable[[Path, int | None], object]:
+    def open_(folder: Path, threads: int | None):
+        from svdq_edge.runtime.runtimes.node import NodeSession
 
-    return NodeSession(folder, threads)
+        return NodeSession(folder, threads, package)
+    return open_
 
 
 def _node_missing() -> str | None:
@@ -90,7 +92,9 @@ def runtimes() -> dict[str, Runtime]:
         Runtime("ort-cuda", "ONNX Runtime, CUDA execution provider", frozenset({ENCODER}),
                 _ort_missing("cuda"), _open_ort("cuda"), default=True),
         Runtime("ort-node", "onnxruntime-node (npm, pinned in runtime/edge), CPU, in a Node.js child process",
-                frozenset({ENCODER}), _node_missing, _open_node),
+                frozenset({ENCODER}), _node_missing, _open_node("onnxruntime-node")),
+        Runtime("ort-web", "onnxruntime-web's WASM build (npm, pinned in runtime/edge; what a web page runs), in a "
+                "Node.js child process", frozenset({ENCODER}), _node_missing, _open_node("onnxruntime-web")),
         Runtime("openvino", "OpenVINO CPU plugin, its default inference precision (bf16 where the CPU has it)",
                 frozenset({ENCODER}), ov_missing, _open_openvino(None)),
         Runtime("openvino-f32", "OpenVINO CPU plugin, inference precision f32", frozenset({ENCODER}), ov_missing,

@@ -1,4 +1,6 @@
-"""onnxruntime-node as a runtime of our ONNX folders (`ort-node`), in ONNX Runtime's calling shape.
+"""ONNX Runtime's JavaScript packages as runtimes of our ONNX folders, in ONNX Runtime's calling shape: `ort-node`
+(onnxruntime-node, native CPU kernels) and `ort-web` (onnxruntime-web's WASM build, the one web pages run, here
+under Node).
 
 The npm packages are pinned in runtime/edge/package.json and package-lock.json (shipped with the package) and
 installed once with `npm ci` into a cache folder named by the hash of those files; npm's post-install download of
@@ -33,8 +35,11 @@ TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(
 DTYPES = {v: k for k, v in TYPES.items()}
 
 
+PACKAGES = ("onnxruntime-node", "onnxruntime-web")
+
+
 class NodeRuntimeError(UserError, RuntimeError):
-    """Node, npm or onnxruntime-node cannot serve the model; the message is one line."""
+    """Node, npm or an ONNX Runtime JavaScript package cannot serve the model; the message is one line."""
 
 
 def edge_dir() -> Path:
@@ -67,7 +72,7 @@ def install_js(target: Path | None = None) -> Path:
     """`npm ci` of the pinned packages into `target` (default js_dir()), once; returns the folder. Written to a
     temporary sibling and renamed into place, so a failed or interrupted install leaves nothing half-made."""
     target = target or js_dir()
-    if (target / "node_modules" / "onnxruntime-node" / "package.json").is_file():
+    if all((target / "node_modules" / pkg / "package.json").is_file() for pkg in PACKAGES):
         return target
     why = node_missing()
     if why is not None:
@@ -82,7 +87,7 @@ def install_js(target: Path | None = None) -> Path:
                               cwd=tmp, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise NodeRuntimeError(f"npm ci of onnxruntime-node failed in {tmp}: {last}")
+            raise NodeRuntimeError(f"npm ci of {', '.join(PACKAGES)} failed in {tmp}: {last}")
         try:
             tmp.rename(target)
         except OSError:  # another process installed it meanwhile
@@ -111,17 +116,21 @@ def _declared(model_path: Path) -> tuple[list[NodeArg], list[NodeArg]]:
 
 
 class NodeSession:
-    """An onnxruntime-node session (CPU) in a `node` child process, with `get_inputs()`, `get_outputs()` and
-    `run(None, feed)` like an ONNX Runtime session. `last_run_s`: Node's own time of the last `run`."""
+    """A session of `package` (onnxruntime-node's CPU kernels, or onnxruntime-web's WASM) in a `node` child process,
+    with `get_inputs()`, `get_outputs()` and `run(None, feed)` like an ONNX Runtime session. `last_run_s`: Node's
+    own time of the last `run`."""
 
-    def __init__(self, folder: Path, threads: int | None = None):
+    def __init__(self, folder: Path, threads: int | None = None, package: str = "onnxruntime-node"):
+        if package not in PACKAGES:
+            raise ValueError(f"package must be one of {PACKAGES}, got {package!r}")
         path = Path(folder) / "model.onnx"
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         js = install_js()
+        self.package = package
         self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(["node", str(js / "ort_session.mjs"), str(path.resolve()), str(threads or 0)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        self._proc = subprocess.Popen(["node", str(js / "ort_session.mjs"), str(path.resolve()), str(threads or 0),
+                                       package], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
         ready, _ = self._receive()
         self.version = ready.get("version")
         self._rss_before_mb = ready["rss_before"] / 2**20
@@ -130,7 +139,7 @@ class NodeSession:
 
     @property
     def note(self) -> str:
-        return f"onnxruntime-node {self.version}" if self.version else "onnxruntime-node"
+        return f"{self.package} {self.version}" if self.version else self.package
 
     def rss_growth_mb(self) -> float | None:
         """The Node process's peak RSS (VmHWM) over its RSS before the model loaded, in MB: the model's own memory, as
@@ -175,7 +184,7 @@ class NodeSession:
             self._proc.stdin.write(struct.pack("<II", len(data), len(payload)) + data + payload)
             self._proc.stdin.flush()
         except BrokenPipeError:
-            raise NodeRuntimeError(f"onnxruntime-node exited: {self._last_stderr()}") from None
+            raise NodeRuntimeError(f"{self.package} exited: {self._last_stderr()}") from None
 
     def _receive(self) -> tuple[dict, bytes]:
         lengths = self._read(8)
@@ -183,7 +192,7 @@ class NodeSession:
         header = json.loads(self._read(n_json))
         payload = self._read(n_payload)
         if "error" in header:
-            raise NodeRuntimeError(f"onnxruntime-node: {header['error']}")
+            raise NodeRuntimeError(f"{self.package}: {header['error']}")
         return header, payload
 
     def _read(self, n: int) -> bytes:
@@ -191,7 +200,7 @@ class NodeSession:
         while left:
             chunk = self._proc.stdout.read(left)
             if not chunk:
-                raise NodeRuntimeError(f"onnxruntime-node exited: {self._last_stderr()}")
+                raise NodeRuntimeError(f"{self.package} exited: {self._last_stderr()}")
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)

@@ -103,10 +103,10 @@ def test_a_killed_task_is_retried_and_a_failing_one_is_reported(cluster, sst2_li
 def test_compare_on_ray_per_device_matches_the_local_report(cluster, sst2_like, tmp_path):
     folder, tsv = sst2_like
     common = [str(folder), "--data", str(tsv), "--methods", "rtn,range", "--bits-list", "3", "--block-size", "32",
-              "--backends", "ort-int8", "--accuracy-levels", "0", "--runs", "2", "--shapes", "1x8", "--threads", "1"]
-    local = CliRunner().invoke(main, ["compare", *common, "--out", str(tmp_path / "local")])
+              "--baselines", "ort-int8", "--accuracy-levels", "0", "--runs", "2", "--shapes", "1x8", "--threads", "1"]
+    local = CliRunner().invoke(main, ["compare", *common, "-o", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    swept = CliRunner().invoke(main, ["compare", *common, "--out", str(tmp_path / "ray"), "--ray", cluster.address,
+    swept = CliRunner().invoke(main, ["compare", *common, "-o", str(tmp_path / "ray"), "--ray", cluster.address,
                                       "--per-device"])
     assert swept.exit_code == 0, swept.output
     assert "latency per device kind (x86-a, x86-b)" in swept.output
@@ -138,7 +138,7 @@ def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_p
     r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
                                   "--runs", "2",
                                   "--shapes", "1x8", "--threads", "1", "--baselines", "ort-int8",
-                                  "--accuracy-levels", "0", "--out", str(out), "--ray", cluster.address,
+                                  "--accuracy-levels", "0", "-o", str(out), "--ray", cluster.address,
                                   "--artifacts", str(tmp_path / "shared")])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
@@ -149,9 +149,9 @@ def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_p
 
 def test_tune_on_ray_builds_the_same_candidates(cluster, tiny_encoder_dir, tmp_path):
     args = ["tune", str(tiny_encoder_dir), "--runs", "2", "--max-size", "0.5", "--threads", "1"]
-    local = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "local")])
+    local = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "local")])
     assert local.exit_code == 0, local.output
-    swept = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ray"), "--ray", cluster.address])
+    swept = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "ray"), "--ray", cluster.address])
     assert swept.exit_code == 0, swept.output
     a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("local", "ray"))
     assert b["failed"] == {} and [r["label"] for r in b["rows"]] == [r["label"] for r in a["rows"]]
@@ -166,7 +166,7 @@ def test_without_ray_the_flag_is_one_line(monkeypatch, tiny_bert_dir, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the `cluster` extra were not installed
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\nthe film\t1\n")
     r = CliRunner().invoke(main, ["compare", str(tiny_bert_dir), "--data", str(tmp_path / "dev.tsv"), "--methods",
-                                  "rtn", "--bits-list", "4", "--block-size", "32", "--backends", "none", "--out",
+                                  "rtn", "--bits-list", "4", "--block-size", "32", "--baselines", "none", "-o",
                                   str(tmp_path / "c"), "--ray", "local"])
     assert r.exit_code == 1 and "ray is not installed (pip install 'svdq-edge[cluster]')" in r.output
     assert not (tmp_path / "c").exists()  # nothing half-written

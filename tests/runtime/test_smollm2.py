@@ -94,7 +94,7 @@ def test_compare_on_a_causal_lm_reports_perplexity_latency_and_memory(tmp_path):
     tok.save_pretrained(tmp_path / "lm")
     res = CliRunner().invoke(main, ["compare", str(tmp_path / "lm"), "--data", str(wiki), "--limit", "300",
                                     "--runs", "3", "--recipe", str(ROOT / "models" / "smollm2-135m.json"),
-                                    "--out", str(tmp_path / "out")])
+                                    "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     for row in ("| fp32 ", "| ort-rtn4 ", "| ours-range "):
         assert row in res.output

@@ -34,7 +34,7 @@ def test_candidate_key_follows_the_settings_not_the_label():
 
 def test_tune_writes_the_frontier_exports_the_pick_and_resumes(tiny_encoder_dir, tmp_path, monkeypatch):
     out = tmp_path / "tune"
-    args = ["tune", str(tiny_encoder_dir), "--out", str(out), "--runs", "2", "--max-size", "0.5"]
+    args = ["tune", str(tiny_encoder_dir), "-o", str(out), "--runs", "2", "--max-size", "0.5"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
@@ -63,7 +63,7 @@ def test_tune_writes_the_frontier_exports_the_pick_and_resumes(tiny_encoder_dir,
 
 
 def test_tune_refuses_a_size_no_candidate_reaches(tiny_encoder_dir, tmp_path):
-    res = CliRunner().invoke(main, ["tune", str(tiny_encoder_dir), "--out", str(tmp_path / "t"), "--runs", "1",
+    res = CliRunner().invoke(main, ["tune", str(tiny_encoder_dir), "-o", str(tmp_path / "t"), "--runs", "1",
                                     "--max-size", "0.01"])
     assert res.exit_code == 1 and "no candidate within --max-size 0.01" in res.output
 

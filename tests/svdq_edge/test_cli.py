@@ -196,7 +196,7 @@ def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
     model = shared_path("models", "minilm-l6-sst2")
     dev = shared_path("data", "glue", "sst2", "dev.tsv")
     r = run("compare", model, "--data", dev, "--methods", "rtn,gptq", "--calib-data", dev, "--limit", 8,
-            "--backends", "none", "--out", tmp_path / "c")
+            "--baselines", "none", "-o", tmp_path / "c")
     one_line_error(r, "calibration and evaluation data must differ")
 
 
@@ -211,7 +211,7 @@ def test_compare_lists_win_over_a_recipe(tmp_path):
     dev = shared_path("data", "glue", "sst2", "dev.tsv")
     r = run("compare", shared_path("models", "minilm-l6-sst2"), "--data", dev,
             "--recipe", recipe, "--methods", "rtn,svd", "--bits-list", 3, "--keep-list", 0.02, "--limit", 8,
-            "--backends", "none", "--out", tmp_path / "c")
+            "--baselines", "none", "-o", tmp_path / "c")
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "c" / "pytorch.json").read_text())["W3 keep 0.02"]
     configs = {row["method"]: row["config"] for row in rows if row["config"] is not None}
@@ -268,7 +268,7 @@ def test_run_refuses_a_causal_lm_before_building_anything(tmp_path):
     from tests.conftest import tiny_llama
 
     tiny_llama().save_pretrained(tmp_path / "lm")
-    res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "run validates encoders" in res.output
     assert not (tmp_path / "out").exists()
 
@@ -320,7 +320,7 @@ def test_compare_writes_its_folder_whole_or_not_at_all(tmp_path, monkeypatch):
     from tests.conftest import shared_path
 
     args = ["compare", shared_path("models", "minilm-l6-sst2"), "--data", shared_path("data", "glue", "sst2",
-            "dev.tsv"), "--methods", "rtn", "--bits-list", 4, "--limit", 8, "--backends", "none", "--out",
+            "dev.tsv"), "--methods", "rtn", "--bits-list", 4, "--limit", 8, "--baselines", "none", "-o",
             tmp_path / "c"]
     assert run(*args).exit_code == 0
     before = (tmp_path / "c" / "pytorch.json").read_bytes()
@@ -358,7 +358,17 @@ def test_compare_keeps_what_a_recipe_sets_when_no_list_names_it(tmp_path):
                                              "block_size": 32}}))
     r = run("compare", shared_path("models", "minilm-l6-sst2"), "--data", shared_path("data", "glue", "sst2",
             "dev.tsv"), "--recipe", recipe, "--methods", "rtn,svd", "--bits-list", 3, "--limit", 8,
-            "--backends", "none", "--out", tmp_path / "c")
+            "--baselines", "none", "-o", tmp_path / "c")
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "c" / "pytorch.json").read_text())["W3 keep 0.05"]
     assert {(row["config"]["keep"], row["config"]["seed"]) for row in rows if row["config"]} == {(0.05, 3)}
+
+
+def test_old_option_spellings_work_for_one_release_with_a_note(tiny_bert_dir, tmp_path):
+    """`--out` (now -o/--output) on run/compare/tune and compare's `--backends` (now --baselines, as in run)."""
+    r = run("run", tiny_bert_dir, "--bits", "4", "--block-size", 32, "--limit", 2, "--runs", 1, "--shapes", "1x8",
+            "--baselines", "ort-int8", "--accuracy-levels", 0, "--out", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    assert "note: --out is now -o/--output" in r.output and (tmp_path / "r" / "report.json").is_file()
+    one_line_error(run("run", tiny_bert_dir, "--out", tmp_path / "a", "-o", tmp_path / "b"), "old spelling")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

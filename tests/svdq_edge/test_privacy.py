@@ -32,7 +32,7 @@ def test_a_run_opens_no_internet_socket(tiny_bert_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"} | {"HF_HUB_OFFLINE": "1"}
     cmd = ["strace", "-f", "-e", "trace=connect", "-o", str(log), sys.executable, "-m", "svdq_edge.cli", "run",
            str(tiny_bert_dir), "--block-size", "32", "--limit", "4", "--runs", "1", "--shapes", "1x8",
-           "--baselines", "ort-int8", "--accuracy-levels", "0", "--runtimes", runtimes, "--out", str(tmp_path / "r")]
+           "--baselines", "ort-int8", "--accuracy-levels", "0", "--runtimes", runtimes, "-o", str(tmp_path / "r")]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0 and "ptrace" in r.stderr:
         missing(f"strace cannot trace here: {r.stderr.strip().splitlines()[-1]}")

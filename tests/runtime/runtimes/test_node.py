@@ -1,5 +1,6 @@
-"""onnxruntime-node (`ort-node`, npm pinned in runtime/edge) runs our exports unchanged and as Python's ONNX Runtime
-does: tiny models built in code (unit), the embedded MiniLM, the SST-2 classifier and SmolLM2 (integration)."""
+"""onnxruntime-node (`ort-node`) and onnxruntime-web's WASM build (`ort-web`), npm pinned in runtime/edge, run our
+exports unchanged and as Python's ONNX Runtime does: tiny models built in code (unit), the embedded MiniLM, the SST-2
+classifier and SmolLM2 (integration)."""
 
 import json
 
@@ -28,19 +29,20 @@ def _node():
         missing(f"ort-node cannot run here: {why}")
 
 
-def _node_session(folder):
+def _node_session(folder, package="onnxruntime-node"):
     from svdq_edge.runtime.runtimes.node import NodeSession
 
-    return NodeSession(folder, threads=1)
+    return NodeSession(folder, threads=1, package=package)
 
 
-def test_encoder_outputs_equal_python_ort(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+def test_encoder_outputs_equal_python_ort(tiny_bert_dir, tmp_path, package):
     loaded = load_model(str(tiny_bert_dir))
     fp32, _, _ = export_onnx(loaded, tmp_path / "fp32")
     quantize_model(loaded.model, QuantConfig(bits=4, block_size=32, embedding_bits=4), progress=False)
     w4, _, _ = export_onnx(loaded, tmp_path / "w4")  # MatMulNBits, GatherBlockQuantized, the fused contrib ops
     for folder in (fp32, w4):
-        py, node = make_session(folder, "cpu", 1), _node_session(folder)
+        py, node = make_session(folder, "cpu", 1), _node_session(folder, package)
         feed = synthetic_feed(py, 2, 9, vocab=120)
         feed["attention_mask"][1, 6:] = 0
         np.testing.assert_allclose(node.run(None, feed)[0], py.run(None, feed)[0], atol=1e-5, rtol=1e-5)
@@ -49,13 +51,14 @@ def test_encoder_outputs_equal_python_ort(tiny_bert_dir, tmp_path):
         node.close()
 
 
-def test_fused_decoder_generates_python_ort_tokens(tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+def test_fused_decoder_generates_python_ort_tokens(tmp_path, package):
     model = tiny_llama()
     quantize_model(model, QuantConfig(bits=4, block_size=16, keep=0.05), progress=False)
-    out, _, _ = export_onnx(LoadedModel(model, None, ModelTask.CAUSAL_LM, "tiny"), tmp_path / "onnx")
+    out, _, _ = export_onnx(LoadedModel(model, None, ModelTask.CAUSAL_LM, "tiny"), tmp_path / "onnx")  # + .data
     prompt = [5, 17, 33, 9]
     want = list(generate_ids(OnnxDecoder(make_session(out, "cpu", 1)), prompt, 12))
-    assert list(generate_ids(OnnxDecoder(_node_session(out)), prompt, 12)) == want
+    assert list(generate_ids(OnnxDecoder(_node_session(out, package)), prompt, 12)) == want
 
 
 def test_a_file_node_cannot_load_is_one_line(tmp_path):
@@ -69,25 +72,26 @@ def test_a_file_node_cannot_load_is_one_line(tmp_path):
         _node_session(tmp_path / "bad")
 
 
-def test_run_tables_ort_node_beside_ort_cpu(tiny_bert_dir, tmp_path):
+def test_run_tables_ort_node_and_ort_web_beside_ort_cpu(tiny_bert_dir, tmp_path):
     out = tmp_path / "report"
     r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
                                   "--runs", "2",
                                   "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
-                                  "--runtimes", "ort-cpu,ort-node", "--out", str(out)])
+                                  "--runtimes", "ort-cpu,ort-node,ort-web", "-o", str(out)])
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "report.json").read_text())["results"]
     by = {(row["runtime"], row["backend"]["name"]): row for row in rows}
-    assert {rt for rt, _ in by} == {"ort-cpu", "ort-node"} and len(by) >= 4
+    assert {rt for rt, _ in by} == {"ort-cpu", "ort-node", "ort-web"} and len(by) >= 6
     for (rt, backend), row in by.items():
-        if rt == "ort-node":  # same files, same kernels: the same fidelity as under Python's ONNX Runtime
+        if rt != "ort-cpu":  # same files, same kernels: the same fidelity as under Python's ONNX Runtime
             ref = by[("ort-cpu", backend)]  # ort-cpu/fp32 is the reference itself: agreement 1, KL 0
             assert row["agree"] == (1.0 if ref["agree"] is None else ref["agree"]), backend
             assert row["kl"] == pytest.approx(ref["kl"] or 0.0, abs=1e-5), backend
 
 
 @pytest.mark.integration
-def test_default_minilm_export_embeds_as_python(tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+def test_default_minilm_export_embeds_as_python(tmp_path, package):
     from svdq_edge.data import TextDataset
     from svdq_edge.runtime.evaluate import onnx_outputs
 
@@ -99,13 +103,14 @@ def test_default_minilm_export_embeds_as_python(tmp_path):
     sentences = shared_path("data", "glue", "sst2", "dev.tsv").read_text().splitlines()[1:65]
     data = TextDataset("sst2", [s.split("\t")[0] for s in sentences], None, [0] * len(sentences), "dev.tsv")
     py = onnx_outputs(make_session(tmp_path / "onnx", "cpu", 2), tok, data, pool=True, progress=False)
-    node = onnx_outputs(_node_session(tmp_path / "onnx"), tok, data, pool=True, progress=False)
+    node = onnx_outputs(_node_session(tmp_path / "onnx", package), tok, data, pool=True, progress=False)
     cos = (py * node).sum(1) / np.linalg.norm(py, axis=1) / np.linalg.norm(node, axis=1)
     assert cos.min() >= 0.9999, cos.min()
 
 
 @pytest.mark.integration
-def test_sst2_classifier_labels_equal_python(tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+def test_sst2_classifier_labels_equal_python(tmp_path, package):
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.runtime.evaluate import onnx_outputs
 
@@ -116,12 +121,16 @@ def test_sst2_classifier_labels_equal_python(tmp_path):
     loaded = load_model(str(model))
     data = read_glue_tsv(shared_path("data", "glue", "sst2", "dev.tsv"), label2id=loaded.model.config.label2id)
     py = onnx_outputs(make_session(tmp_path / "onnx", "cpu", 2), loaded.tokenizer, data, progress=False)
-    node = onnx_outputs(_node_session(tmp_path / "onnx"), loaded.tokenizer, data, progress=False)
+    node = onnx_outputs(_node_session(tmp_path / "onnx", package), loaded.tokenizer, data, progress=False)
     assert len(data) == 872 and np.array_equal(py.argmax(1), node.argmax(1))
 
 
 @pytest.mark.integration
-def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path):
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path, package):
+    """The default export (accuracy level 4). onnxruntime-node computes it as Python does (int8 activations);
+    onnxruntime-web's WASM MatMulNBits ignores the level and computes in FP32, so its tokens are those of Python on
+    the --exact (level 0) export (measured: on 3 of these 5 prompts level 4's own tokens differ)."""
     from svdq_edge.cli_generate import prompt_ids
     from tests.runtime.test_smollm2 import PROMPTS
 
@@ -130,8 +139,13 @@ def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["quantize", "smollm2", "-o", str(tmp_path / "q")]).exit_code == 0
     assert runner.invoke(main, ["export", str(tmp_path / "q"), "-o", str(tmp_path / "onnx")]).exit_code == 0
+    reference = tmp_path / "onnx"
+    if package == "onnxruntime-web":
+        reference = tmp_path / "exact"
+        assert runner.invoke(main, ["export", str(tmp_path / "q"), "-o", str(reference), "--exact"]).exit_code == 0
     tok = _tokenizer(tmp_path / "onnx")
-    py, node = OnnxDecoder(make_session(tmp_path / "onnx", "cpu", 2)), OnnxDecoder(_node_session(tmp_path / "onnx"))
+    py = OnnxDecoder(make_session(reference, "cpu", 2))
+    node = OnnxDecoder(_node_session(tmp_path / "onnx", package))
     for prompt in PROMPTS:
         ids = prompt_ids(tok, prompt, chat=True)
         assert list(generate_ids(node, ids, 32)) == list(generate_ids(py, ids, 32)), prompt

@@ -57,7 +57,7 @@ def test_run_compares_runtimes_in_one_table(tiny_bert_dir, tmp_path):
     r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
                                   "--runs", "2",
                                   "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
-                                  "--runtimes", "ort-cpu,openvino-f32,genai", "--out", str(out)])
+                                  "--runtimes", "ort-cpu,openvino-f32,genai", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert "runtime genai skipped: serves decoder models" in r.output
     report = json.loads((out / "report.json").read_text())
