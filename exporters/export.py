@@ -34,6 +34,7 @@ ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
 TWO_GB = 2**31
 log = logging.getLogger(__name__)
+TARGETS = ("cpu", "web")  # web: no GatherBlockQuantized (exporters/web.py)
 GRAPHS = ("auto", "fused", "traced")  # decoders: fused when the family is covered (auto), or forced either way
 
 
@@ -100,11 +101,13 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
 
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
                 element_form: str = "auto", accuracy_level: int | AccuracyLevels = 0, overwrite: bool = False,
-                opset: int = 18, graph: str = "auto", ort_target: str | None = None) -> tuple[Path, SizeReport, dict]:
+                opset: int = 18, graph: str = "auto", ort_target: str | None = None,
+                target: str = "cpu") -> tuple[Path, SizeReport, dict]:
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
 
     `ort_target` ("arm" or "amd64"): also write model.ort and required_operators.config for ONNX Runtime's mobile
-    and minimal builds (exporters/mobile.py).
+    and minimal builds (exporters/mobile.py). `target` "web": quantized token lookups in standard ops, for the
+    onnxruntime-web builds without GatherBlockQuantized (exporters/web.py); "cpu" keeps the contrib op.
 
     `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused/),
     "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
@@ -112,6 +115,8 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     """
     if graph not in GRAPHS:
         raise UserError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    if target not in TARGETS:
+        raise UserError(f"target must be one of {TARGETS}, got {target!r}")
     out = Path(out_dir)
     start = time.perf_counter()
     path = _graph_path(loaded, graph)
@@ -131,6 +136,11 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         if quant_config is not None:
             meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
             meta["svdq_edge.layers"] = json.dumps(layers)
+        if target == "web":
+            from svdq_edge.exporters.web import portable_embeddings
+
+            portable_embeddings(model)
+        meta["svdq_edge.target"] = target
         onnx.helper.set_model_props(model, meta)
         stamp_lowest_ir(model)  # older and embedded ONNX Runtimes (node, web, mobile) refuse a newer stamp
         if path == "fused" and causal:
@@ -150,7 +160,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         if path == "fused" and causal:
             write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
         report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
-                  "graph": path, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
+                  "graph": path, "target": target, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
                   "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
         if ort_target is not None:

@@ -86,10 +86,11 @@ def load(folder: str | Path) -> Quantized:
 
 
 def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level: int | str | None = None,
-           graph: str = "auto", ort_format: str | None = None, overwrite: bool = False) -> Path:
+           graph: str = "auto", target: str = "cpu", ort_format: str | None = None, overwrite: bool = False) -> Path:
     """Write the ONNX folder of a quantized model (a Quantized, or a quantized folder's path) as `svdq-edge export`
     does: MatMulNBits plus the FP32 correction; accuracy level 4 for causal LMs and 0 for encoders unless given;
-    `ort_format` ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds. Returns the folder."""
+    `target="web"` writes the quantized embedding in standard ops (every onnxruntime-web build); `ort_format`
+    ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds. Returns the folder."""
     from svdq_edge.exporters.export import export_onnx
     from svdq_edge.exporters.linear import AccuracyLevels
     from svdq_edge.sources import ModelTask
@@ -98,5 +99,5 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     if accuracy_level is None:
         accuracy_level = 4 if q.loaded.task is ModelTask.CAUSAL_LM else 0
     out, _, _ = export_onnx(q.loaded, output, q.config.to_dict(), accuracy_level=AccuracyLevels.of(accuracy_level),
-                            overwrite=overwrite, graph=graph, ort_target=ort_format)
+                            overwrite=overwrite, graph=graph, ort_target=ort_format, target=target)
     return out

@@ -144,12 +144,15 @@ def evaluate(model, data, limit, batch_size):
               help="fused = graph built directly with ORT's fused ops (decoders: Llama, Mistral, Qwen2, GPT-2, Gemma 3 "
                    "in onnxruntime-genai's layout; encoders: BERT), traced = torch.onnx trace in Optimum's layout (any "
                    "architecture); auto = fused where the family is covered, traced otherwise")
+@click.option("--target", type=click.Choice(["cpu", "web"]), default="cpu", show_default=True,
+              help="web: the quantized token embedding in standard ONNX ops (onnxruntime-web's WebGPU/JSEP bundle, "
+                   "which transformers.js loads in browsers, has no GatherBlockQuantized); same numbers")
 @click.option("--ort-format", type=click.Choice(["arm", "amd64"]), default=None,
               help="also write model.ort (ORT format, for ONNX Runtime's mobile and minimal builds) optimized for this "
                    "CPU family, and the required_operators.config a minimal build is compiled with")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
-def export(model, output, fp32, element_form, accuracy_level, exact, graph, ort_format, overwrite):
+def export(model, output, fp32, element_form, accuracy_level, exact, graph, target, ort_format, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
     from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx
     from svdq_edge.exporters.linear import AccuracyLevels
@@ -176,7 +179,7 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, ort_
     if levels is None:  # measured: SmolLM2's GGUF at level 4 has llama.cpp's perplexity at 0.7x level 0's time/token
         levels = AccuracyLevels(4 if loaded.task is ModelTask.CAUSAL_LM else 0)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph,
-                                     ort_target=ort_format)
+                                     ort_target=ort_format, target=target)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
                f"accuracy level {levels}) -> {out}/model.onnx{' + model.ort' if ort_format else ''}: "

@@ -2,7 +2,8 @@
 //
 //   node ort_session.mjs MODEL.onnx THREADS PACKAGE
 //
-// PACKAGE: onnxruntime-node (native CPU kernels) or onnxruntime-web (the WASM build browsers run; here in Node).
+// PACKAGE: onnxruntime-node (native CPU kernels), onnxruntime-web (the WASM build browsers run; here in Node), or
+// onnxruntime-web/webgpu (the WebGPU/JSEP bundle transformers.js loads in browsers; its WASM CPU kernels here).
 //
 // Every message, both ways: uint32 LE header length, uint32 LE payload length, a JSON header, the payload bytes.
 // Request header  {tensors: [{name, type, dims, bytes}]}: the feed, its tensors' raw bytes back to back.
@@ -15,7 +16,8 @@ import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 const [model, threads, pkg] = process.argv.slice(2);
-const ort = await import(pkg === 'onnxruntime-web' ? 'onnxruntime-web' : 'onnxruntime-node');
+const web = pkg.startsWith('onnxruntime-web');
+const ort = await import(web ? pkg : 'onnxruntime-node');
 
 const ARRAYS = {
   float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array, uint8: Uint8Array,
@@ -60,7 +62,7 @@ async function serve(session, header, payload) {
 }
 
 async function open() {
-  if (pkg !== 'onnxruntime-web') {
+  if (!web) {
     const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
     if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
     return ort.InferenceSession.create(model, options);
@@ -83,7 +85,7 @@ async function main() {
     send({ error: String(e.message || e).split('\n')[0] });
     return;
   }
-  const version = ort.env.versions?.[pkg === 'onnxruntime-web' ? 'web' : 'node'] ?? null;
+  const version = ort.env.versions?.[web ? 'web' : 'node'] ?? null;
   send({ ready: true, version, inputs: session.inputNames,
     outputs: session.outputNames, rss_before: rssBefore });
   let buffered = Buffer.alloc(0);

@@ -1,5 +1,5 @@
-"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `ort-web`, `openvino`,
-`openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
+"""Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `ort-web`, `ort-web-jsep`,
+`openvino`, `openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
 
 An encoder runtime opens a folder as a session with ONNX Runtime's calling shape (`get_inputs()`, `run(None,
 feed)`), so the same evaluation and the same interleaved timing serve every runtime. An optional runtime whose extra
@@ -95,6 +95,9 @@ def runtimes() -> dict[str, Runtime]:
                 frozenset({ENCODER}), _node_missing, _open_node("onnxruntime-node")),
         Runtime("ort-web", "onnxruntime-web's WASM build (npm, pinned in runtime/edge; what a web page runs), in a "
                 "Node.js child process", frozenset({ENCODER}), _node_missing, _open_node("onnxruntime-web")),
+        Runtime("ort-web-jsep", "onnxruntime-web's WebGPU/JSEP bundle (what transformers.js loads in browsers), its "
+                "WASM CPU kernels, in a Node.js child process", frozenset({ENCODER}), _node_missing,
+                _open_node("onnxruntime-web/webgpu")),
         Runtime("openvino", "OpenVINO CPU plugin, its default inference precision (bf16 where the CPU has it)",
                 frozenset({ENCODER}), ov_missing, _open_openvino(None)),
         Runtime("openvino-f32", "OpenVINO CPU plugin, inference precision f32", frozenset({ENCODER}), ov_missing,

@@ -35,7 +35,8 @@ TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(
 DTYPES = {v: k for k, v in TYPES.items()}
 
 
-PACKAGES = ("onnxruntime-node", "onnxruntime-web")
+NPM_PACKAGES = ("onnxruntime-node", "onnxruntime-web")
+PACKAGES = (*NPM_PACKAGES, "onnxruntime-web/webgpu")  # the last: onnxruntime-web's WebGPU/JSEP bundle
 
 
 class NodeRuntimeError(UserError, RuntimeError):
@@ -72,7 +73,7 @@ def install_js(target: Path | None = None) -> Path:
     """`npm ci` of the pinned packages into `target` (default js_dir()), once; returns the folder. Written to a
     temporary sibling and renamed into place, so a failed or interrupted install leaves nothing half-made."""
     target = target or js_dir()
-    if all((target / "node_modules" / pkg / "package.json").is_file() for pkg in PACKAGES):
+    if all((target / "node_modules" / pkg / "package.json").is_file() for pkg in NPM_PACKAGES):
         return target
     why = node_missing()
     if why is not None:
@@ -87,7 +88,7 @@ def install_js(target: Path | None = None) -> Path:
                               cwd=tmp, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise NodeRuntimeError(f"npm ci of {', '.join(PACKAGES)} failed in {tmp}: {last}")
+            raise NodeRuntimeError(f"npm ci of {', '.join(NPM_PACKAGES)} failed in {tmp}: {last}")
         try:
             tmp.rename(target)
         except OSError:  # another process installed it meanwhile
