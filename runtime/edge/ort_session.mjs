@@ -67,8 +67,9 @@ async function open() {
     if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
     return ort.InferenceSession.create(model, options);
   }
-  // the web build reads bytes, as a page fetches them; external data travels under the name the graph refers to
-  if (Number(threads) > 0) ort.env.wasm.numThreads = Number(threads);
+  // the web build reads bytes, as a page fetches them; external data travels under the name the graph refers to.
+  // The WebGPU/JSEP bundle fetches its worker script by URL for threads, which Node cannot: one thread there.
+  ort.env.wasm.numThreads = pkg === 'onnxruntime-web/webgpu' ? 1 : Math.max(Number(threads), 0);
   const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
   if (existsSync(`${model}.data`)) {
     options.externalData = [{ path: `${basename(model)}.data`, data: readFileSync(`${model}.data`) }];
@@ -86,7 +87,8 @@ async function main() {
     return;
   }
   const version = ort.env.versions?.[web ? 'web' : 'node'] ?? null;
-  send({ ready: true, version, inputs: session.inputNames,
+  const used = web ? ort.env.wasm.numThreads : Number(threads);
+  send({ ready: true, version, threads: used, inputs: session.inputNames,
     outputs: session.outputNames, rss_before: rssBefore });
   let buffered = Buffer.alloc(0);
   let queue = Promise.resolve();

@@ -134,13 +134,15 @@ class NodeSession:
                                        package], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
         ready, _ = self._receive()
         self.version = ready.get("version")
+        self.threads = ready.get("threads")  # what the runtime used (the JSEP bundle runs one thread under Node)
         self._rss_before_mb = ready["rss_before"] / 2**20
         self._inputs, self._outputs = _declared(path)  # after Node loaded it: a bad file gets Node's own error
         self.last_run_s: float | None = None
 
     @property
     def note(self) -> str:
-        return f"{self.package} {self.version}" if self.version else self.package
+        threads = f", {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else ""
+        return (f"{self.package} {self.version}" if self.version else self.package) + threads
 
     def rss_growth_mb(self) -> float | None:
         """The Node process's peak RSS (VmHWM) over its RSS before the model loaded, in MB: the model's own memory, as
