@@ -28,6 +28,7 @@ from svdq_edge.exporters.linear import AccuracyLevels
 from svdq_edge.exporters.splice import splice_quantized
 from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.outputs import staged_output
+from svdq_edge.side_files import carry_side_files
 from svdq_edge.sources import LoadedModel, ModelTask, portable_source
 
 ONNX_FILE = "model.onnx"
@@ -157,6 +158,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
             make_tokenizer_portable(tmp)
+        carry_side_files(loaded.folder, tmp)  # sentence-transformers' pooling, normalization, max_seq_length
         if path == "fused" and causal:
             write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
         report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,

@@ -22,6 +22,7 @@ from svdq_edge.embedding import QuantEmbedding
 from svdq_edge.errors import UserError
 from svdq_edge.modules import QuantLinear, set_module
 from svdq_edge.outputs import staged_output
+from svdq_edge.side_files import carry_side_files
 from svdq_edge.sources import LoadedModel, ModelTask, load_tokenizer, portable_source
 
 QUANT_CONFIG_FILE = "quant_config.json"
@@ -51,6 +52,7 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         model.config.save_pretrained(tmp)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
+        carry_side_files(loaded.folder, tmp)
     return out
 
 
@@ -109,7 +111,7 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | Transco
     source = meta["source"]  # relative to this folder when it was a local one (portable_source)
     if not source.startswith("embedded:") and (Path(path) / source).exists():
         source = str((Path(path) / source).resolve())
-    return LoadedModel(model, load_tokenizer(str(path)), task, source), config
+    return LoadedModel(model, load_tokenizer(str(path)), task, source, str(path)), config
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:

@@ -177,10 +177,15 @@ def commit_output(tmp: Path, out: Path) -> None:
 
     An existing `out` is swapped with `tmp` atomically, then the old folder (now at `tmp`) is deleted. Without the
     atomic swap, `out` is renamed aside first and deleted only once the new folder is in place; if moving the new
-    one in fails, the old one is put back. The folder gets the permissions a plain mkdir would give it under the
-    umask (mkdtemp creates it 0700, which would hide a shared model from the user's teammates).
+    one in fails, the old one is put back. The folder and its owner-only files get the permissions a plain mkdir
+    and open would give them under the umask (mkdtemp makes 0700, mkstemp 0600: a shared model would be hidden from
+    the user's teammates).
     """
-    os.chmod(tmp, 0o777 & ~_umask())
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)
+    for f in tmp.rglob("*"):  # writers that go through mkstemp (safetensors) leave 0600 files among 0644 siblings
+        if f.is_file() and not f.is_symlink() and f.stat().st_mode & 0o777 == 0o600:
+            os.chmod(f, 0o666 & ~mask)
     if not os.path.lexists(out):
         tmp.rename(out)
         return

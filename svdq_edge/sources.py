@@ -52,6 +52,7 @@ class LoadedModel:
     tokenizer: object | None
     task: ModelTask
     source: str
+    folder: str | None = None  # the local folder its files came from (side files are carried from there)
 
 
 def default_model_path() -> Path:
@@ -153,7 +154,7 @@ def load_model(spec: str | None) -> LoadedModel:
     except Exception as e:
         raise ModelSourceError(f"{source}: cannot load model weights ({first_line(e)})") from None
     model.eval()
-    return LoadedModel(model, load_tokenizer(source), task, source)
+    return LoadedModel(model, load_tokenizer(source), task, source, source if Path(source).is_dir() else None)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -120,7 +121,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         report.layers.append(_table_report(name, packed, err))
     materialize(model, weights.read, weights.__contains__)
     report.seconds = time.perf_counter() - start
-    return LoadedModel(model, tokenizer, task, source), report
+    return LoadedModel(model, tokenizer, task, source, source if Path(source).is_dir() else None), report
 
 
 def quantize_table_lazily(weights: LazyWeights, name: str, bits: int,

@@ -49,6 +49,18 @@ def test_committed_folder_gets_umask_permissions(tmp_path, umask, mask, mode):
     assert stat.S_IMODE(out.stat().st_mode) == mode
 
 
+def test_quantized_weights_are_readable_like_their_siblings(tiny_bert_dir, tmp_path, umask):
+    from click.testing import CliRunner
+
+    from svdq_edge.cli import main
+
+    umask(0o022)
+    r = CliRunner().invoke(main, ["quantize", str(tiny_bert_dir), "-o", str(tmp_path / "q"), "--block-size", "32"])
+    assert r.exit_code == 0, r.output
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "q").iterdir()}
+    assert set(modes.values()) == {0o644}, modes  # safetensors writes through mkstemp (0600)
+
+
 def test_replacing_leaves_the_new_folder_and_nothing_else(tmp_path):
     out = tmp_path / "out"
     commit_output(_written(tmp_path, "old"), out)
