@@ -86,10 +86,19 @@ def _refuse_quant_options(names: list[str]) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @user_errors
 def inspect(folder):
-    """Per-layer table of a quantized folder."""
-    from svdq_edge.explain import explain, layer_table
-    from svdq_edge.io import read_quant_meta
+    """Per-layer table of a quantized folder, or what an ONNX folder holds (ops, layers, sizes).
 
+    Example: svdq-edge inspect out/sst2-w4-onnx"""
+    from svdq_edge.explain import explain, layer_table, onnx_folder_summary
+    from svdq_edge.io import QUANT_CONFIG_FILE, read_quant_meta
+
+    if not (folder / QUANT_CONFIG_FILE).is_file():
+        if not (folder / "model.onnx").is_file():
+            raise UserError(f"{folder}: neither a quantized folder ({QUANT_CONFIG_FILE}) nor an ONNX folder "
+                            "(model.onnx)")
+        for line in onnx_folder_summary(folder):
+            click.echo(line)
+        return
     meta = read_quant_meta(folder)
     config = meta["config"]
     click.echo(json.dumps({k: v for k, v in config.items() if k != "layer_bits"}, sort_keys=True))

@@ -3,6 +3,8 @@ from, kept-weight counts and per-layer error. Shown by `inspect` and written int
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from svdq_edge.table import markdown_table
 
 
@@ -62,3 +64,36 @@ def layer_table(meta: dict) -> str:
                      + ", ".join(f"{n} layers at {b} bits" for b, n in counts.items()))
     lines.append(f"{len(rows)} layers, {rep['mean_bits']:.2f} bits/weight, quantized in {rep['seconds']:.1f}s")
     return "\n".join(lines)
+
+
+def onnx_folder_summary(folder: Path) -> list[str]:
+    """What an ONNX folder holds, from its export.json and the graph (no weights loaded): the graph path, target and
+    accuracy level, the op counts, the per-layer table of the quantized ops and the sizes by role."""
+    import json
+    from collections import Counter
+
+    import onnx
+
+    report = json.loads((folder / "export.json").read_text()) if (folder / "export.json").is_file() else {}
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    ops = Counter(n.op_type for n in graph.graph.node)
+    lines = [f"{folder / 'model.onnx'}: ONNX IR {graph.ir_version}, opsets "
+             + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in graph.opset_import)
+             + (f"; {report.get('graph', '?')} graph, target {report.get('target', 'cpu')}, accuracy level "
+                f"{report.get('accuracy_level', '?')}" if report else "; no export.json (not written by svdq-edge)"),
+             "ops: " + ", ".join(f"{op} x{n}" for op, n in ops.most_common())]
+    layers = report.get("layers") or {}
+    if layers:
+        rows = [[name, "x".join(map(str, d.get("shape", []))), str(d.get("bits", "-")), str(d.get("block_size", "-")),
+                 d.get("structure") or "-", f"{d['bits_per_weight']:.2f}" if "bits_per_weight" in d else "-",
+                 d.get("op", "-")] for name, d in layers.items()]
+        lines.append(markdown_table(["layer", "out x in", "bits", "block", "correction", "bits/w", "op"], rows))
+    sizes = report.get("sizes")
+    if sizes:
+        mb = 1e6
+        lines.append(f"{sizes['file_bytes'] / mb:.1f} MB on disk = {report['ratio_to_fp32']:.3f}x FP32 "
+                     f"({sizes['fp32_equivalent'] / mb:.1f} MB): linears {sizes['linears'] / mb:.1f} MB, correction "
+                     f"{sizes['correction'] / mb:.2f} MB, embeddings {sizes['embeddings'] / mb:.1f} MB, other "
+                     f"{sizes['other'] / mb:.1f} MB. bits/w: storage bits per weight of a layer's codes, scales, "
+                     "zero points and correction")
+    return lines

@@ -372,3 +372,12 @@ def test_old_option_spellings_work_for_one_release_with_a_note(tiny_bert_dir, tm
     assert "note: --out is now -o/--output" in r.output and (tmp_path / "r" / "report.json").is_file()
     one_line_error(run("run", tiny_bert_dir, "--out", tmp_path / "a", "-o", tmp_path / "b"), "old spelling")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_inspect_reads_onnx_folders_too(tiny_bert_dir, tmp_path):
+    assert run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--block-size", 32).exit_code == 0
+    assert run("export", tmp_path / "q", "-o", tmp_path / "onnx").exit_code == 0
+    r = run("inspect", tmp_path / "onnx")
+    assert r.exit_code == 0, r.output
+    assert "ONNX IR 10" in r.output and "MatMulNBits x" in r.output and "bert.encoder.layer.0" in r.output
+    one_line_error(run("inspect", tmp_path), "neither a quantized folder")
