@@ -124,11 +124,16 @@ def load_any(model: str | None):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @user_errors
 def evaluate(model, data, limit, batch_size):
-    """Accuracy of MODEL (FP32 or a quantized folder) on a GLUE TSV, with n and a 95% CI."""
+    """Accuracy of MODEL (FP32, a quantized folder, or an ONNX folder run under ONNX Runtime CPU) on a GLUE TSV,
+    with n and a 95% CI.
+
+    Example: svdq-edge eval out/sst2-w4-onnx --data ../shared/data/glue/sst2/dev.tsv"""
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.evaluate import accuracy, predict_logits
     from svdq_edge.sources import label2id_of
 
+    if model is not None and (Path(model) / "model.onnx").is_file():
+        return _evaluate_onnx(Path(model), data, limit, batch_size)
     ds = read_glue_tsv(data, limit, label2id_of(model))
     loaded = load_any(model)
     require_classifier(loaded)
@@ -193,6 +198,28 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
                f"accuracy level {levels}) -> {out}/model.onnx{' + model.ort' if ort_format else ''}: "
                f"{sizes.summary()}")
+
+
+def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int) -> None:
+    """eval on an ONNX folder: the file itself under ONNX Runtime (CPU), labels from its config.json."""
+    import torch
+
+    from svdq_edge.data import read_glue_tsv
+    from svdq_edge.evaluate import accuracy
+    from svdq_edge.runtime.evaluate import onnx_outputs
+    from svdq_edge.runtime.session import make_session
+    from svdq_edge.sources import load_config, load_tokenizer
+
+    config = load_config(str(folder))
+    if not getattr(config, "label2id", None) or "ForSequenceClassification" not in " ".join(config.architectures
+                                                                                             or []):
+        raise UserError(f"{folder}: not a sequence classifier (eval measures accuracy on labelled GLUE data)")
+    tokenizer = load_tokenizer(str(folder))
+    if tokenizer is None:
+        raise UserError(f"{folder}: no tokenizer files beside model.onnx")
+    ds = read_glue_tsv(data, limit, config.label2id)
+    logits = onnx_outputs(make_session(folder, "cpu", None), tokenizer, ds, batch_size=batch_size, desc="eval")
+    click.echo(f"{ds.task} accuracy (ONNX Runtime CPU): {accuracy(torch.from_numpy(logits), ds.labels)}")
 
 
 def _register() -> None:

@@ -381,3 +381,15 @@ def test_inspect_reads_onnx_folders_too(tiny_bert_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "ONNX IR 10" in r.output and "MatMulNBits x" in r.output and "bert.encoder.layer.0" in r.output
     one_line_error(run("inspect", tmp_path), "neither a quantized folder")
+
+
+def test_eval_runs_an_onnx_folder_under_onnx_runtime(tiny_bert_dir, tmp_path):
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"a b c {i}\t{i % 2}\n" for i in range(10)))
+    assert run("quantize", tiny_bert_dir, "-o", tmp_path / "q", "--block-size", 32).exit_code == 0
+    assert run("export", tmp_path / "q", "-o", tmp_path / "onnx").exit_code == 0
+    torch_r, onnx_r = run("eval", tmp_path / "q", "--data", tsv), run("eval", tmp_path / "onnx", "--data", tsv)
+    assert onnx_r.exit_code == 0, onnx_r.output
+    # the same model and examples: the same accuracy line, through ONNX Runtime
+    assert "(ONNX Runtime CPU)" in onnx_r.output
+    assert torch_r.output.strip().split("accuracy: ")[1] == onnx_r.output.strip().split("CPU): ")[1]
