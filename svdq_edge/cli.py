@@ -136,7 +136,7 @@ def evaluate(model, data, limit, batch_size):
         return _evaluate_onnx(Path(model), data, limit, batch_size)
     ds = read_glue_tsv(data, limit, label2id_of(model))
     loaded = load_any(model)
-    require_classifier(loaded)
+    require_classifier(loaded, ds)
     acc = accuracy(predict_logits(loaded.model, loaded.tokenizer, ds, batch_size), ds.labels)
     click.echo(f"{ds.task} accuracy: {acc}")
 
@@ -204,6 +204,7 @@ def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int)
     """eval on an ONNX folder: the file itself under ONNX Runtime (CPU), labels from its config.json."""
     import torch
 
+    from svdq_edge.cli_common import require_labels
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.evaluate import accuracy
     from svdq_edge.runtime.evaluate import onnx_outputs
@@ -218,6 +219,7 @@ def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int)
     if tokenizer is None:
         raise UserError(f"{folder}: no tokenizer files beside model.onnx")
     ds = read_glue_tsv(data, limit, config.label2id)
+    require_labels(ds, config.num_labels)
     logits = onnx_outputs(make_session(folder, "cpu", None), tokenizer, ds, batch_size=batch_size, desc="eval")
     click.echo(f"{ds.task} accuracy (ONNX Runtime CPU): {accuracy(torch.from_numpy(logits), ds.labels)}")
 

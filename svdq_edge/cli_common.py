@@ -25,6 +25,10 @@ DEFAULTS = QuantConfig.defaults()
 USER_ERRORS = (UserError, OSError)
 
 
+# intra-op threads: ONNX Runtime creates them all up front (100000 crashed it); 256 is beyond any CPU we target
+THREADS = click.IntRange(1, 256)
+
+
 def deprecated_alias(old: str, new: str, dest: str, **kw):
     """Keep the spelling `old` working for one release as a hidden alias of the option `new` (parameter `dest`):
     its value goes to `dest`, with a one-line note on stderr; both at once is a usage error."""
@@ -185,10 +189,20 @@ def read_recipe(path: Path) -> dict:
     return recipe
 
 
-def require_classifier(loaded) -> None:
+def require_classifier(loaded, data=None) -> None:
+    """A classifier with a tokenizer; with `data`, every label one of its classes (else accuracy would read 0%)."""
     from svdq_edge.sources import ModelTask
 
     if loaded.task is not ModelTask.SEQUENCE_CLASSIFICATION:
         raise ModelSourceError(f"{loaded.source}: a sequence-classification model is needed for GLUE accuracy")
     if loaded.tokenizer is None:
         raise ModelSourceError(f"{loaded.source}: no tokenizer files")
+    if data is not None:
+        require_labels(data, loaded.model.config.num_labels)
+
+
+def require_labels(data, num_labels: int) -> None:
+    bad = sorted({y for y in data.labels if not 0 <= y < num_labels})
+    if bad:
+        raise UserError(f"{data.path}: label{'s' * (len(bad) > 1)} {', '.join(map(str, bad[:5]))} not among the "
+                        f"model's {num_labels} classes (0-{num_labels - 1}): the wrong data for this model?")

@@ -122,7 +122,7 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     out = out or DEFAULT_OUT / f"compare-{ds.task}"
     with staged_output(out, overwrite, inputs=(model, data)) as stage, ray_sweep(ray_address, device) as sweep:
         loaded = load_model(model)
-        require_classifier(loaded)
+        require_classifier(loaded, ds)
         checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None
         md, dump = [], {}
         for configs in grid:

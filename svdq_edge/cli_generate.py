@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.cli_common import user_errors
+from svdq_edge.cli_common import THREADS, user_errors
 from svdq_edge.errors import UserError
 
 
@@ -26,7 +26,7 @@ from svdq_edge.errors import UserError
                    "ort: our ONNX Runtime loop; auto: genai when both are there, else ort")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="execution provider of the ort runtime (genai reads its providers from genai_config.json)")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--threads", type=THREADS, default=2, show_default=True,
               help="ONNX Runtime intra-op threads")
 @user_errors
 def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, runtime, provider, threads):

@@ -8,6 +8,7 @@ import click
 
 from svdq_edge.cli_common import (
     DEFAULTS,
+    THREADS,
     deprecated_alias,
     make_config,
     quant_options,
@@ -27,7 +28,7 @@ def backend_options(fn):
                           "openvino-f32 (encoders); genai, llamacpp (decoders: beside the ONNX Runtime loop). "
                           "A runtime that cannot run here is skipped with the reason. Default: ort-cpu, plus "
                           "those of ort-cuda (encoders), genai and llamacpp (decoders) that can run here"),
-        click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+        click.option("--threads", type=THREADS, default=2, show_default=True,
                      help="ONNX Runtime intra-op threads"),
         click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True,
                      help="timed runs per latency shape"),
@@ -199,7 +200,7 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
     with staged_output(out, overwrite, inputs=(model, data)) as stage, ray_sweep(ray_address) as sweep:
         loaded = load_model(model)
         if data:
-            require_classifier(loaded)
+            require_classifier(loaded, ds)
         work = backends_folder(stage, out, artifacts)
         candidates = {"ours": config} if _quant_options_given(q, method) else encoder_candidates(config)
         built = build_backends(loaded, work, candidates, names, levels, save_quantized_dirs=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from svdq_edge.cli_common import deprecated_alias, user_errors
+from svdq_edge.cli_common import THREADS, deprecated_alias, user_errors
 
 DEFAULT_OUT = Path("svdq-edge-out/tune")
 
@@ -26,7 +26,7 @@ DEFAULT_OUT = Path("svdq-edge-out/tune")
 @deprecated_alias("--out", "-o/--output", "out", type=click.Path(path_type=Path))
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on the first N rows only")
 @click.option("--runs", type=click.IntRange(min=1), default=30, show_default=True, help="timed runs per shape")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=THREADS, default=2, show_default=True, help="ONNX Runtime intra-op threads")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="build the candidates as one Ray task each (extra `cluster`; OUT must be reachable by every "
                    "node): a local Ray when no ADDRESS follows (put --ray after MODEL, or write --ray local)")
@@ -55,6 +55,8 @@ def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     if feature and metric != "cosine" or not feature and metric == "cosine":
         raise click.UsageError(f"--metric {metric} does not apply to a {loaded.task.value} model")
     ds = shipped_sentences() if feature else read_glue_tsv(data, limit, loaded.model.config.label2id)
+    if not feature:
+        require_classifier(loaded, ds)
     from svdq_edge.cli_run import ray_sweep
 
     out.mkdir(parents=True, exist_ok=True)

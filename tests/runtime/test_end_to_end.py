@@ -50,10 +50,16 @@ def test_run_on_the_embedded_default_model(tmp_path):
     assert "cos mean" in text
     for step in ("build fp32", "build ort-int8", "export ours", "latency 1x16"):  # the long steps show progress
         assert step in text, step
-    rows = json.loads((out / "report.json").read_text())["results"]
-    assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "ours"]
-    assert rows[2]["cosine_mean"] > 0.9
-    assert rows[2]["backend"]["path"] == "backends/ours"  # relative to the report: true after the folder moved
+    report = json.loads((out / "report.json").read_text())
+    rows = report["results"]
+    assert [r["backend"]["name"] for r in rows] == ["fp32", "ort-int8", "int8-auto", "mixed-7", "mixed-5.75", "ours"]
+    by = {r["backend"]["name"]: r for r in rows}
+    assert by["ours"]["cosine_mean"] > 0.9 and by["int8-auto"]["cosine_mean"] > 0.98
+    assert by["ours"]["backend"]["path"] == "backends/ours"  # relative to the report: true after the folder moved
+    pick = report["meta"]["pick"]["pick"]["name"]  # the answer leads the output and is shipped whole
+    assert text.split("\n").index(next(ln for ln in text.split("\n") if ln.startswith("pick: "))) < \
+        text.split("\n").index(next(ln for ln in text.split("\n") if ln.startswith("svdq-edge run:")))
+    assert (out / "ship" / "model.onnx").read_bytes() == (out / "backends" / pick / "model.onnx").read_bytes()
     assert (out / "backends" / "ours-quantized" / "quant_config.json").is_file()
     # the report says how ours was made: method, structure, no H, and one row per quantized layer
     md = (out / "report.md").read_text()

@@ -23,7 +23,7 @@ def test_synthetic_1b5_llama_quantizes_and_exports_under_2_gib(tmp_path):
     config = json.loads((ROOT / "models" / "smollm2-135m.json").read_text())["config"]
     out = tmp_path / "onnx"
     proc = subprocess.run([sys.executable, "-m", "svdq_edge.runtime.bench_decoder", "child", "--model", str(src),
-                           "--config", json.dumps(config), "-o", str(out)], capture_output=True, text=True)
+                           "--config", json.dumps(config), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     facts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert facts["weight_mb"] > 5000  # the FP32 weights the model would take in memory
