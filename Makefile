@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test test-fast lint clean
 
 $(BIN)/svdq-edge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(BIN)/svdq-edge
 
 test: $(BIN)/svdq-edge
 	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/svdq-edge
+	$(BIN)/python -m pytest -q -m "not integration and not gpu"
 
 lint: $(BIN)/svdq-edge
 	$(BIN)/ruff check .
