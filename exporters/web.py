@@ -68,7 +68,9 @@ def _standard_lookup(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], list[o
         nodes.append(helper.make_node(op_type, inputs, [f"{p}/{name}"], name=f"{p}/{name}", **kw))
         return f"{p}/{name}"
 
-    rows2d = const("rows_shape", np.array([0, 0, -1], dtype=np.int64))
+    rows2d = const("rows_shape", np.array([0, 0, -1], dtype=np.int64))  # [B, S, anything]
+    last = const("last_axis", np.array([-1], dtype=np.int64))
+    mask = const("mask", np.array(2**bits - 1, dtype=np.uint8))
 
     def unpacked(packed: str, tag: str) -> str:
         """uint8 [B, S, X] packed codes -> uint8 [B, S, X * 8/bits], the lowest bits first."""
@@ -76,8 +78,6 @@ def _standard_lookup(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], list[o
         per = 8 // bits
         if per == 1:
             return x
-        mask = const(f"{tag}_mask", np.array(2**bits - 1, dtype=np.uint8))
-        last = const(f"{tag}_last_axis", np.array([-1], dtype=np.int64))
         parts = []
         for j in range(per):
             shifted = x if j == 0 else op("BitShift", [x, const(f"{tag}_shift{j}", np.array(bits * j, np.uint8))],
@@ -90,7 +90,6 @@ def _standard_lookup(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], list[o
     codes = unpacked(op("Gather", [data, ids], "data_gathered", axis=0), "data")
     codes = op("Reshape", [codes, const("blocks_shape", np.array([0, 0, -1, block], dtype=np.int64))], "blocks")
     blocks_per_row = op("Reshape", [op("Gather", [scales, ids], "scale_rows", axis=0), rows2d], "scales")
-    last = const("unsqueeze_axis", np.array([-1], dtype=np.int64))
     scale = op("Unsqueeze", [blocks_per_row, last], "scale")
     if zero_points is None:  # GatherBlockQuantized's default zero point
         zp = const("default_zero_point", np.array(2 ** (bits - 1), dtype=np.float32))
@@ -101,6 +100,5 @@ def _standard_lookup(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], list[o
         zp = op("Unsqueeze", [op("Cast", [zp_codes], "zp_float", to=TensorProto.FLOAT), last], "zero_point")
     centred = op("Sub", [op("Cast", [codes], "codes_float", to=TensorProto.FLOAT), zp], "centred")
     values = op("Mul", [centred, scale], "values")
-    out_shape = const("out_shape", np.array([0, 0, -1], dtype=np.int64))
-    nodes.append(helper.make_node("Reshape", [values, out_shape], [node.output[0]], name=f"{p}/out"))
+    nodes.append(helper.make_node("Reshape", [values, rows2d], [node.output[0]], name=f"{p}/out"))
     return nodes, inits

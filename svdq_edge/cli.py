@@ -209,11 +209,10 @@ def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int)
     from svdq_edge.evaluate import accuracy
     from svdq_edge.runtime.evaluate import onnx_outputs
     from svdq_edge.runtime.session import make_session
-    from svdq_edge.sources import load_config, load_tokenizer
+    from svdq_edge.sources import ModelTask, detect_task, load_config, load_tokenizer
 
     config = load_config(str(folder))
-    if not getattr(config, "label2id", None) or "ForSequenceClassification" not in " ".join(config.architectures
-                                                                                             or []):
+    if detect_task(config) is not ModelTask.SEQUENCE_CLASSIFICATION:
         raise UserError(f"{folder}: not a sequence classifier (eval measures accuracy on labelled GLUE data)")
     tokenizer = load_tokenizer(str(folder))
     if tokenizer is None:

@@ -24,8 +24,9 @@ DEFAULT_OUT = Path("svdq-edge-out")
 def backend_options(fn):
     opts = [
         click.option("--runtimes", default=None,
-                     help="comma-separated runtimes, one table across them: ort-cpu, ort-cuda, openvino, "
-                          "openvino-f32 (encoders); genai, llamacpp (decoders: beside the ONNX Runtime loop). "
+                     help="comma-separated runtimes, one table across them: ort-cpu, ort-cuda, ort-node, ort-web, "
+                          "ort-web-jsep, openvino, openvino-f32 (encoders); genai, llamacpp (decoders: beside the "
+                          "ONNX Runtime loop). "
                           "A runtime that cannot run here is skipped with the reason. Default: ort-cpu, plus "
                           "those of ort-cuda (encoders), genai and llamacpp (decoders) that can run here"),
         click.option("--threads", type=THREADS, default=2, show_default=True,

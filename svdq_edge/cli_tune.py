@@ -35,7 +35,7 @@ def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     """Quantize MODEL (default: the embedded MiniLM) several ways, measure each candidate under ONNX Runtime with
     FP32 and INT8 dynamic in one interleaved run, write the size x latency x fidelity frontier (report.json,
     report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best."""
-    from svdq_edge.cli_common import require_classifier
+    from svdq_edge.cli_common import require_classifier, require_labels
     from svdq_edge.data import read_glue_tsv
     from svdq_edge.outputs import MARKER, MARKER_TEXT, claim_output
     from svdq_edge.runtime.pipeline import shipped_sentences
@@ -56,7 +56,7 @@ def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
         raise click.UsageError(f"--metric {metric} does not apply to a {loaded.task.value} model")
     ds = shipped_sentences() if feature else read_glue_tsv(data, limit, loaded.model.config.label2id)
     if not feature:
-        require_classifier(loaded, ds)
+        require_labels(ds, loaded.model.config.num_labels)
     from svdq_edge.cli_run import ray_sweep
 
     out.mkdir(parents=True, exist_ok=True)

@@ -88,12 +88,9 @@ def onnx_folder_summary(folder: Path) -> list[str]:
                  d.get("structure") or "-", f"{d['bits_per_weight']:.2f}" if "bits_per_weight" in d else "-",
                  d.get("op", "-")] for name, d in layers.items()]
         lines.append(markdown_table(["layer", "out x in", "bits", "block", "correction", "bits/w", "op"], rows))
-    sizes = report.get("sizes")
-    if sizes:
-        mb = 1e6
-        lines.append(f"{sizes['file_bytes'] / mb:.1f} MB on disk = {report['ratio_to_fp32']:.3f}x FP32 "
-                     f"({sizes['fp32_equivalent'] / mb:.1f} MB): linears {sizes['linears'] / mb:.1f} MB, correction "
-                     f"{sizes['correction'] / mb:.2f} MB, embeddings {sizes['embeddings'] / mb:.1f} MB, other "
-                     f"{sizes['other'] / mb:.1f} MB. bits/w: storage bits per weight of a layer's codes, scales, "
-                     "zero points and correction")
+    if report.get("sizes"):
+        from svdq_edge.exporters.export import SizeReport
+
+        lines.append(SizeReport(**report["sizes"]).summary() + ". bits/w: storage bits per weight of a layer's "
+                     "codes, scales, zero points and correction")
     return lines

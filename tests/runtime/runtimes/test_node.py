@@ -18,6 +18,7 @@ from svdq_edge.runtime.latency import synthetic_feed
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import LoadedModel, ModelTask, load_model
 from tests.conftest import missing, require_package, shared_path, tiny_llama
+from tests.runtime.runtimes.helpers import run_across
 
 
 @pytest.fixture(autouse=True)
@@ -74,10 +75,7 @@ def test_a_file_node_cannot_load_is_one_line(tmp_path):
 
 def test_run_tables_ort_node_and_ort_web_beside_ort_cpu(tiny_bert_dir, tmp_path):
     out = tmp_path / "report"
-    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
-                                  "--runs", "2",
-                                  "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
-                                  "--runtimes", "ort-cpu,ort-node,ort-web", "-o", str(out)])
+    r = run_across(tiny_bert_dir, out, "ort-cpu,ort-node,ort-web")
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "report.json").read_text())["results"]
     by = {(row["runtime"], row["backend"]["name"]): row for row in rows}

@@ -4,15 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from svdq_edge.cli import main
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
 from svdq_edge.runtime.latency import synthetic_feed
 from svdq_edge.runtime.session import make_session
 from svdq_edge.sources import load_model
 from tests.conftest import require_package
+from tests.runtime.runtimes.helpers import run_across
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +53,7 @@ def test_a_folder_openvino_cannot_read_is_one_line(tmp_path):
 
 def test_run_compares_runtimes_in_one_table(tiny_bert_dir, tmp_path):
     out = tmp_path / "report"
-    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--bits", "4", "--block-size", "32", "--limit", "6",
-                                  "--runs", "2",
-                                  "--shapes", "1x8", "--baselines", "ort-int8", "--accuracy-levels", "0",
-                                  "--runtimes", "ort-cpu,openvino-f32,genai", "-o", str(out)])
+    r = run_across(tiny_bert_dir, out, "ort-cpu,openvino-f32,genai")
     assert r.exit_code == 0, r.output
     assert "runtime genai skipped: serves decoder models" in r.output
     report = json.loads((out / "report.json").read_text())
