@@ -38,15 +38,23 @@ class Pick:
     runners_up: dict[str, Point]  # per axis (size, speed, fidelity): the best other eligible candidate
 
 
+def int8_config(base: QuantConfig, scale: str = "column") -> QuantConfig:
+    """`base` on the int8 kernel: 8-bit round-to-nearest codes, no FP32 part, weight scales per `scale`."""
+    return replace(base, bits=8, kernel="int8", method="rtn", keep=0.0, int8_scale=scale)
+
+
+def mixed_config(base: QuantConfig, budget: float) -> QuantConfig:
+    """`base` with 4- or 8-bit layers under an average `budget` of bits per weight, on the int8 kernel."""
+    return replace(base, bits_budget=budget, kernel="int8")
+
+
 def encoder_candidates(w4: QuantConfig) -> dict[str, QuantConfig]:
     """The default candidates for an encoder: the int8 kernel with per-tensor scales where they cost little (auto),
     4/8-bit mixes under two budgets on it, and W4 with our correction (`w4`, the configured default; the others
     share its block size, embedding and skipped layers). The budgets and the int8 scales are points `tune` found on
     the frontier of MiniLM, SST-2 and RTE (docs/encoders.md)."""
-    return {"int8-auto": replace(w4, bits=8, kernel="int8", method="rtn", keep=0.0, int8_scale="auto"),
-            "mixed-7": replace(w4, bits_budget=7.0, kernel="int8"),
-            "mixed-5.75": replace(w4, bits_budget=5.75, kernel="int8"),
-            "ours": w4}
+    return {"int8-auto": int8_config(w4, "auto"), "mixed-7": mixed_config(w4, 7.0),
+            "mixed-5.75": mixed_config(w4, 5.75), "ours": w4}
 
 
 def pick(points: list[Point], objective: Objective, max_size: float | None = None,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from svdq_edge.config import QuantConfig
 from svdq_edge.errors import UserError
+from svdq_edge.runtime.pick import int8_config, mixed_config
 
 METRICS = ("kl", "accuracy", "cosine")
 DONE = "candidate.json"
@@ -44,12 +45,10 @@ def default_space(embedding_bits: int | None = 4) -> list[Candidate]:
     cheap), per-layer 4/8-bit budgets on it, 4-bit block sizes and methods; all
     at accuracy level 4 (int8 activations: the fast CPU path). 3-bit codes are left out: MatMulNBits stores them in a
     4-bit container, so they are never smaller than 4 bits, only worse (measured: docs/encoders.md)."""
-    e = {"embedding_bits": embedding_bits}
-    space = [Candidate("int8", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, **e)),
-             Candidate("int8-auto", QuantConfig(bits=8, kernel="int8", method="rtn", keep=0.0, int8_scale="auto", **e))]
-    space += [Candidate(f"mixed-{b:g}", QuantConfig(bits_budget=b, kernel="int8", **e))
-              for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
-    space += [Candidate(f"w4-b{bs}-{m}", QuantConfig(block_size=bs, method=m, **e))
+    base = QuantConfig(embedding_bits=embedding_bits)
+    space = [Candidate("int8", int8_config(base)), Candidate("int8-auto", int8_config(base, "auto"))]
+    space += [Candidate(f"mixed-{b:g}", mixed_config(base, b)) for b in (7.0, 6.0, 5.75, 5.5, 5.0)]
+    space += [Candidate(f"w4-b{bs}-{m}", replace(base, block_size=bs, method=m))
               for bs in (128, 64, 32) for m in ("range", "svd")]
     return space
 
