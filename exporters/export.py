@@ -17,25 +17,25 @@ from pathlib import Path
 
 import onnx
 
-from svdq_edge.embedding import QuantEmbedding
+from svdq_edge.artifact.outputs import staged_output
+from svdq_edge.artifact.side_files import carry_side_files
 from svdq_edge.errors import UserError
-from svdq_edge.exporters.compat import stamp_lowest_ir
-from svdq_edge.exporters.decoder import KVLayout, trace_decoder_with_past
-from svdq_edge.exporters.external import ExternalData
+from svdq_edge.exporters.folder.genai import make_tokenizer_portable, write_genai_files
 from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsupported_reason
-from svdq_edge.exporters.genai_folder import make_tokenizer_portable, write_genai_files
-from svdq_edge.exporters.linear import AccuracyLevels
-from svdq_edge.exporters.splice import splice_quantized
-from svdq_edge.exporters.torch_export import dense_copy, trace_to_onnx
-from svdq_edge.outputs import staged_output
-from svdq_edge.side_files import carry_side_files
-from svdq_edge.sources import LoadedModel, ModelTask, portable_source
+from svdq_edge.exporters.onnx.compat import stamp_lowest_ir
+from svdq_edge.exporters.onnx.external import ExternalData
+from svdq_edge.exporters.onnx.linear import AccuracyLevels
+from svdq_edge.exporters.traced.decoder import KVLayout, trace_decoder_with_past
+from svdq_edge.exporters.traced.splice import splice_quantized
+from svdq_edge.exporters.traced.torch_export import dense_copy, trace_to_onnx
+from svdq_edge.model.embedding import QuantEmbedding
+from svdq_edge.sources.load import LoadedModel, ModelTask, portable_source
 
 ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
 TWO_GB = 2**31
 log = logging.getLogger(__name__)
-TARGETS = ("cpu", "web")  # web: no GatherBlockQuantized (exporters/web.py)
+TARGETS = ("cpu", "web")  # web: no GatherBlockQuantized (exporters/folder/web.py)
 GRAPHS = ("auto", "fused", "traced")  # decoders: fused when the family is covered (auto), or forced either way
 
 
@@ -107,8 +107,8 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
 
     `ort_target` ("arm" or "amd64"): also write model.ort and required_operators.config for ONNX Runtime's mobile
-    and minimal builds (exporters/mobile.py). `target` "web": quantized token lookups in standard ops, for the
-    onnxruntime-web builds without GatherBlockQuantized (exporters/web.py); "cpu" keeps the contrib op.
+    and minimal builds (exporters/folder/mobile.py). `target` "web": quantized token lookups in standard ops, for the
+    onnxruntime-web builds without GatherBlockQuantized (exporters/folder/web.py); "cpu" keeps the contrib op.
 
     `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused/),
     "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
@@ -138,7 +138,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
             meta["svdq_edge.layers"] = json.dumps(layers)
         if target == "web":
-            from svdq_edge.exporters.web import portable_embeddings
+            from svdq_edge.exporters.folder.web import portable_embeddings
 
             portable_embeddings(model)
         meta["svdq_edge.target"] = target
@@ -166,7 +166,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
                   "quant_config": quant_config, "layers": layers,
                   "seconds": time.perf_counter() - start}
         if ort_target is not None:
-            from svdq_edge.exporters.mobile import write_ort_format
+            from svdq_edge.exporters.folder.mobile import write_ort_format
 
             write_ort_format(tmp, ort_target)
             report["ort_format"] = {"file": "model.ort", "target": str(ort_target)}

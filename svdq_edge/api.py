@@ -21,8 +21,8 @@ from svdq_edge.config import QuantConfig, TranscodeConfig
 if TYPE_CHECKING:
     from torch import nn
 
-    from svdq_edge.apply import QuantReport
-    from svdq_edge.sources import LoadedModel
+    from svdq_edge.pipeline.report import QuantReport
+    from svdq_edge.sources.load import LoadedModel
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Quantized:
 
     def save(self, output: str | Path, overwrite: bool = False) -> Path:
         """Write the quantized folder (atomically; `overwrite` replaces only a folder svdq-edge wrote)."""
-        from svdq_edge.io import save_quantized
+        from svdq_edge.artifact.io import save_quantized
 
         if self.report is None:
             raise ValueError("a folder loaded back is already saved: copy the folder instead")
@@ -51,26 +51,26 @@ def quantize(model: str | Path | nn.Module | None = None, config: QuantConfig | 
              tokenizer=None, progress: bool = True) -> Quantized:
     """Quantize `model` with `config` (default: QuantConfig(), data-free W4). A GGUF file with no config is
     transcoded exactly; an in-memory model (with its `tokenizer`, when it has one) is quantized in place."""
-    from svdq_edge.sources import gguf_path
+    from svdq_edge.sources.load import gguf_path
 
     if model is not None and not isinstance(model, str | Path):
         return _quantize_module(model, config or QuantConfig(), tokenizer, progress)
     spec = None if model is None else str(model)
     gguf = gguf_path(spec)
     if gguf is not None and config is None:
-        from svdq_edge.transcode import transcode_gguf
+        from svdq_edge.pipeline.transcode import transcode_gguf
 
         loaded, report = transcode_gguf(gguf, progress=progress)
     else:
-        from svdq_edge.stream import quantize_any
+        from svdq_edge.pipeline.stream import quantize_any
 
         loaded, report = quantize_any(spec, config or QuantConfig(), progress)
     return Quantized(loaded, report.config, report)
 
 
 def _quantize_module(model: nn.Module, config: QuantConfig, tokenizer, progress: bool) -> Quantized:
-    from svdq_edge.apply import calibrate_model, quantize_model
-    from svdq_edge.sources import LoadedModel, detect_task
+    from svdq_edge.pipeline.apply import calibrate_model, quantize_model
+    from svdq_edge.sources.load import LoadedModel, detect_task
 
     loaded = LoadedModel(model.eval(), tokenizer, detect_task(model.config), getattr(model, "name_or_path", ""))
     report = quantize_model(model, config, calibrate_model(model, tokenizer, config, progress), progress)
@@ -79,7 +79,7 @@ def _quantize_module(model: nn.Module, config: QuantConfig, tokenizer, progress:
 
 def load(folder: str | Path) -> Quantized:
     """A quantized folder (`svdq-edge quantize`, `Quantized.save`) back in memory."""
-    from svdq_edge.io import load_quantized
+    from svdq_edge.artifact.io import load_quantized
 
     loaded, config = load_quantized(folder)
     return Quantized(loaded, config)
@@ -92,8 +92,8 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     `target="web"` writes the quantized embedding in standard ops (every onnxruntime-web build); `ort_format`
     ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds. Returns the folder."""
     from svdq_edge.exporters.export import export_onnx
-    from svdq_edge.exporters.linear import AccuracyLevels
-    from svdq_edge.sources import ModelTask
+    from svdq_edge.exporters.onnx.linear import AccuracyLevels
+    from svdq_edge.sources.load import ModelTask
 
     q = model if isinstance(model, Quantized) else load(model)
     if accuracy_level is None:

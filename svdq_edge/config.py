@@ -43,7 +43,7 @@ class Int8Scale(str, Enum):
 
     COLUMN = "column"  # one scale per output channel
     TENSOR = "tensor"  # one scale for the tensor (shared by the siblings a fused graph packs into one matmul)
-    AUTO = "auto"  # per packed group, chosen by end-to-end sensitivity (svdq_edge/int8_scale.py)
+    AUTO = "auto"  # per packed group, chosen by end-to-end sensitivity (svdq_edge/quant/int8_scale.py)
 
 
 class ConfigError(UserError, ValueError):
@@ -51,7 +51,7 @@ class ConfigError(UserError, ValueError):
 
 
 SYNTHETIC = "synthetic"
-SYNTHETIC_KINDS = ("random", "vocab", "generated")  # svdq_edge/synthetic_calib.py
+SYNTHETIC_KINDS = ("random", "vocab", "generated")  # svdq_edge/calib/synthetic_calib.py
 
 
 def synthetic_kind(spec: str | None) -> str | None:
@@ -94,7 +94,7 @@ class QuantConfig:
     skip:        module-name substrings left in FP32 (task heads by default).
     calib_data:  calibration file for calibrated methods (awq, spqr, gptq, rosaq): a GLUE TSV (use its train split,
                  never the evaluation file) or a plain text file for causal LMs; or `synthetic[:random|:vocab|
-                 :generated]`: inputs the tool makes itself (svdq_edge/synthetic_calib.py), no user data. Ignored by
+                 :generated]`: inputs the tool makes itself (calib/synthetic_calib.py), no user data. Ignored by
                  data-free methods.
     calib_samples, calib_seq_len: how many rows (TSV) or token windows (text) are drawn with `seed`, and their length.
     kernel:      the kernel of the 8-bit layers: matmulnbits (block-wise codes, MatMulNBits) or int8: per-output-
@@ -104,13 +104,13 @@ class QuantConfig:
                  apply to them. Layers at other widths always run on MatMulNBits.
     int8_scale:  column, tensor or auto: the weight scale of the int8-kernel layers (`Int8Scale`); auto keeps
                  per-column scales only where one scale per tensor moves the output most, within
-                 `svdq_edge.int8_scale.GROWTH` of the all-column error (data-free, random token sequences).
+                 `svdq_edge.quant.int8_scale.GROWTH` of the all-column error (data-free, random token sequences).
     layer_int8_scale: {module name: column|tensor}, what auto chose for each int8 layer (saved, so a saved config
                  rebuilds the same model); it overrides `int8_scale`.
     bits_budget: per-layer mixed precision: each quantized linear gets `bits` or 8, chosen so that the average storage
                  bits per weight of the quantized linears (codes, scales, zero points and corrections all counted; the
                  embedding table apart) stays within the budget, the most sensitive groups first
-                 (`svdq_edge.mixed_bits`, `svdq_edge.sensitivity`). None: every layer at `bits`.
+                 (`svdq_edge.quant.mixed_bits`, `svdq_edge.calib.sensitivity`). None: every layer at `bits`.
     layer_bits:  {module name: bits} overriding `bits` per layer; the budget's assignment is saved here, so a saved
                  config rebuilds the same model.
     """

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from svdq_edge.cli import main
+from svdq_edge.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

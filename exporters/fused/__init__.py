@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from svdq_edge.exporters.external import ExternalData
 from svdq_edge.exporters.fused.base import DecoderBuilder, FusedDecoder, FusedUnsupported
 from svdq_edge.exporters.fused.bert import BertBuilder
 from svdq_edge.exporters.fused.gemma import GemmaBuilder
 from svdq_edge.exporters.fused.gpt2 import GPT2Builder
 from svdq_edge.exporters.fused.llama import LlamaBuilder
+from svdq_edge.exporters.onnx.external import ExternalData
 
 BUILDERS: dict[str, type[DecoderBuilder]] = {"llama": LlamaBuilder, "mistral": LlamaBuilder, "qwen2": LlamaBuilder,
                                              "gpt2": GPT2Builder, "gemma3_text": GemmaBuilder, "bert": BertBuilder}

@@ -23,14 +23,11 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from svdq_edge.apply import linear_weight
-from svdq_edge.concat import can_concat, concat_rows
-from svdq_edge.embedding import QuantEmbedding, embedding_scale
 from svdq_edge.errors import UserError
-from svdq_edge.exporters.compat import make_onnx_model
-from svdq_edge.exporters.embedding import quant_embedding_fragment
-from svdq_edge.exporters.external import ExternalData
-from svdq_edge.exporters.linear import (
+from svdq_edge.exporters.onnx.compat import make_onnx_model
+from svdq_edge.exporters.onnx.embedding import quant_embedding_fragment
+from svdq_edge.exporters.onnx.external import ExternalData
+from svdq_edge.exporters.onnx.linear import (
     KERNEL_OPS,
     MS_DOMAIN,
     Accumulate,
@@ -40,8 +37,11 @@ from svdq_edge.exporters.linear import (
     quant_linear_fragment,
     runs_split,
 )
-from svdq_edge.modules import QuantLinear, module_name
-from svdq_edge.packing import split_halves
+from svdq_edge.model.embedding import QuantEmbedding, embedding_scale
+from svdq_edge.model.modules import QuantLinear, module_name
+from svdq_edge.model.targets import linear_weight
+from svdq_edge.quant.concat import can_concat, concat_rows
+from svdq_edge.quant.packing import split_halves
 
 OPSET = 21
 ROWS_2D = "/model/constants/rows_2d"  # [-1, hidden]

@@ -19,9 +19,9 @@ import onnx
 from onnx import TensorProto, helper
 from torch import nn
 
-from svdq_edge.exporters.compat import make_onnx_model
 from svdq_edge.exporters.fused.base import OPSET, ROWS_2D, TOKENS_3D, DecoderBuilder, FusedDecoder
-from svdq_edge.exporters.linear import MS_DOMAIN, _np
+from svdq_edge.exporters.onnx.compat import make_onnx_model
+from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 ACTIVATIONS = {"gelu": "Gelu"}  # hidden_act -> com.microsoft op (erf GELU)
 BIAS_ACTIVATIONS = {"Gelu": "BiasGelu"}  # the same with the preceding bias add inside

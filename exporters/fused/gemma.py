@@ -21,7 +21,7 @@ from torch import nn
 
 from svdq_edge.exporters.fused.base import ROWS_2D, FusedDecoder
 from svdq_edge.exporters.fused.llama import LlamaBuilder
-from svdq_edge.exporters.linear import MS_DOMAIN, _np
+from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 LAYER_CACHES = {"sliding_attention": "local", "full_attention": "global"}
 

@@ -14,7 +14,7 @@ from onnx import helper
 from torch import nn
 
 from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder, FusedDecoder
-from svdq_edge.exporters.linear import MS_DOMAIN, _np
+from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 ACTIVATIONS = {"gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu", "gelu": "Gelu"}  # com.microsoft ops
 

@@ -1,7 +1,7 @@
 """Fused graph of the Llama family (Llama, Mistral, Qwen2): RMSNorm, rotary attention, SwiGLU.
 
 Per layer: SkipSimplifiedLayerNormalization (residual add + RMSNorm in one op), q/k/v as one MatMulNBits (rows
-concatenated: exact, svdq_edge/concat.py) + our FP32 correction, GroupQueryAttention with the rotary embedding inside
+concatenated: exact, quant/concat.py) + our FP32 correction, GroupQueryAttention with the rotary embedding inside
 (cos/sin caches from the model's own rotary module) and Mistral's sliding window as `local_window_size`, o_proj,
 gate/up as one MatMulNBits + Split, SiLU as Sigmoid·Mul, down_proj. Qwen2's q/k/v biases go into MatMulNBits.
 """
@@ -13,7 +13,7 @@ from onnx import helper
 from torch import nn
 
 from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder, FusedDecoder
-from svdq_edge.exporters.linear import MS_DOMAIN, _np
+from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # cos/sin depend on the sequence length: no fixed cache
 

@@ -43,7 +43,7 @@ def _module_missing(module: str, extra: str) -> Callable[[], str | None]:
 
 def _ort_missing(provider: str) -> Callable[[], str | None]:
     def missing() -> str | None:
-        from svdq_edge.runtime.session import ProviderError, resolve_provider
+        from svdq_edge.runtime.runtimes.session import ProviderError, resolve_provider
 
         try:
             resolve_provider(provider)
@@ -55,7 +55,7 @@ def _ort_missing(provider: str) -> Callable[[], str | None]:
 
 def _open_ort(provider: str) -> Callable[[Path, int | None], object]:
     def open_(folder: Path, threads: int | None):
-        from svdq_edge.runtime.session import make_session
+        from svdq_edge.runtime.runtimes.session import make_session
 
         return make_session(folder, provider, threads)
     return open_

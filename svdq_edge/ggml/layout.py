@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from svdq_edge.blockwise import BlockQuant
-from svdq_edge.decompose import BlockOffsetCorrection, MixedWeight
 from svdq_edge.ggml.codes import GGMLCodes
-from svdq_edge.packing import PackedWeight, QuantFormat, pack
+from svdq_edge.quant.blockwise import BlockQuant
+from svdq_edge.quant.decompose import BlockOffsetCorrection, MixedWeight
+from svdq_edge.quant.packing import PackedWeight, QuantFormat, pack
 
 
 def rope_unpermute_index(N: int, n_head: int) -> Tensor:

@@ -2,15 +2,15 @@
 
 SpQR's outlier sensitivity of weight (i, j) is the OBS cost of forcing it to its rounded value while the rest of
 row i compensates optimally: (w_ij - q(w_ij))^2 / [H^-1]_jj, with H = X^T X from calibration. The largest are kept
-in FP32; everything else is quantized with GPTQ error feedback (`svdq_edge.gptq`).
+in FP32; everything else is quantized with GPTQ error feedback (`svdq_edge.quant.gptq`).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from svdq_edge.blockwise import dequantize_blockwise, quantize_blockwise
-from svdq_edge.gptq import DEFAULT_DAMP, inverse_hessian_diag
+from svdq_edge.quant.blockwise import dequantize_blockwise, quantize_blockwise
+from svdq_edge.quant.gptq import DEFAULT_DAMP, inverse_hessian_diag
 from svdq_edge.saliency.registry import ScoreContext, register
 
 

@@ -10,10 +10,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from svdq_edge.concat import concat_rows
 from svdq_edge.errors import UserError
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.exporters.linear import (
+from svdq_edge.exporters.onnx.linear import (
     MS_DOMAIN,
     Accumulate,
     AccuracyLevels,
@@ -22,10 +21,11 @@ from svdq_edge.exporters.linear import (
 )
 from svdq_edge.ggml import GGMLType, unpack
 from svdq_edge.ggml.layout import to_mixed
-from svdq_edge.lm import greedy_ids
-from svdq_edge.runtime.decoder import OnnxDecoder
-from svdq_edge.runtime.generate import generate_ids
-from svdq_edge.runtime.session import make_session
+from svdq_edge.model.lm import greedy_ids
+from svdq_edge.quant.concat import concat_rows
+from svdq_edge.runtime.decode.generate import generate_ids
+from svdq_edge.runtime.decode.session import OnnxDecoder
+from svdq_edge.runtime.runtimes.session import make_session
 from tests.exporters.helpers import op_counts
 from tests.ggml_files import random_blocks, write_tiny_llama_gguf
 
@@ -95,7 +95,7 @@ def test_accuracy_levels_parse_and_apply_by_width():
 @needs_gguf
 @pytest.mark.parametrize("head", [None, GGMLType.Q6_K], ids=["tied-q8", "head-q6k"])
 def test_transcoded_gguf_fused_decoder_matches_pytorch(tmp_path, head):
-    from svdq_edge.transcode import transcode_gguf
+    from svdq_edge.pipeline.transcode import transcode_gguf
 
     path = write_tiny_llama_gguf(tmp_path / "tiny.gguf", head=head)
     loaded, report = transcode_gguf(path, progress=False, tokenizer=False)

@@ -8,13 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from svdq_edge.apply import quantize_model
+from svdq_edge.artifact.io import quantized_layers
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.io import quantized_layers
-from svdq_edge.runtime.evaluate import feed as ort_feed
-from svdq_edge.runtime.session import make_session
-from svdq_edge.sources import LoadedModel, detect_task
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.runtime.measure.evaluate import feed as ort_feed
+from svdq_edge.runtime.runtimes.session import make_session
+from svdq_edge.sources.load import LoadedModel, detect_task
 from tests.exporters.helpers import check_linear_counts, full_shape_fp32_tensors, op_counts
 
 
@@ -96,7 +96,7 @@ def test_graph_hygiene_names_and_metadata(tmp_path):
 
 
 def test_existing_output_is_refused_and_left_alone(tmp_path):
-    from svdq_edge.outputs import OutputExistsError
+    from svdq_edge.artifact.outputs import OutputExistsError
     from tests.conftest import tiny_bert
 
     out = tmp_path / "o"
@@ -109,8 +109,8 @@ def test_existing_output_is_refused_and_left_alone(tmp_path):
 
 
 def test_quantized_embedding_exports_as_gather_block_quantized(tiny_model, tmp_path):
-    from svdq_edge.embedding import QuantEmbedding
-    from svdq_edge.io import load_quantized, save_quantized
+    from svdq_edge.artifact.io import load_quantized, save_quantized
+    from svdq_edge.model.embedding import QuantEmbedding
 
     kind, model = tiny_model
     cfg = QuantConfig(bits=4, block_size=32, keep=0.02, embedding_bits=4)
@@ -140,8 +140,8 @@ def test_quantized_embedding_exports_as_gather_block_quantized(tiny_model, tmp_p
 @pytest.mark.parametrize("method,structure", [("awq", "channel"), ("spqr", "element"), ("gptq", "channel"),
                                               ("rosaq", "lowrank")])
 def test_calibrated_methods_export_and_match(tiny_model, method, structure, tmp_path):
-    from svdq_edge.apply import find_targets
-    from svdq_edge.calibrate import collect_stats
+    from svdq_edge.calib.calibrate import collect_stats
+    from svdq_edge.model.targets import find_targets
 
     kind, model = tiny_model
     cfg = QuantConfig(method=method, bits=4, block_size=32, keep=0.02, structure=structure)

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from svdq_edge.apply import quantize_model
+from svdq_edge.artifact.io import quantized_layers
 from svdq_edge.config import QuantConfig
-from svdq_edge.data import read_glue_tsv
-from svdq_edge.evaluate import predict_logits
+from svdq_edge.evaluation.data import read_glue_tsv
+from svdq_edge.evaluation.evaluate import predict_logits
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.io import quantized_layers
-from svdq_edge.runtime.evaluate import onnx_outputs
-from svdq_edge.runtime.session import make_session
-from svdq_edge.sources import load_model
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.runtime.measure.evaluate import onnx_outputs
+from svdq_edge.runtime.runtimes.session import make_session
+from svdq_edge.sources.load import load_model
 from tests.conftest import shared_path
 from tests.exporters.helpers import full_shape_fp32_tensors, op_counts
 
@@ -51,7 +51,7 @@ def test_svd_w4_export_matches_quantlinear(sst2, structure, tmp_path):
 
 @pytest.mark.parametrize("method,structure", [("awq", "channel"), ("spqr", "element"), ("rosaq", "lowrank")])
 def test_calibrated_w4_export_matches_quantlinear(sst2, method, structure, tmp_path):
-    from svdq_edge.apply import calibrate_model
+    from svdq_edge.pipeline.apply import calibrate_model
 
     loaded = load_model(str(shared_path("models", "minilm-l6-sst2")))
     cfg = QuantConfig(method=method, bits=4, block_size=128, keep=0.01, structure=structure, calib_samples=64,

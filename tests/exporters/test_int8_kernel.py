@@ -7,16 +7,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from svdq_edge.apply import quantize_model
-from svdq_edge.concat import concat_rows
 from svdq_edge.config import ConfigError, QuantConfig
-from svdq_edge.decompose import decompose
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.exporters.linear import quant_linear_fragment, single_layer_model
-from svdq_edge.int8 import dynamic_quant_matmul
-from svdq_edge.runtime.session import make_session
+from svdq_edge.exporters.onnx.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.quant.concat import concat_rows
+from svdq_edge.quant.decompose import decompose
+from svdq_edge.quant.int8 import dynamic_quant_matmul
+from svdq_edge.runtime.runtimes.session import make_session
 from svdq_edge.saliency import ScoreContext
-from svdq_edge.sources import LoadedModel, ModelTask
+from svdq_edge.sources.load import LoadedModel, ModelTask
 from tests.conftest import tiny_bert
 from tests.exporters.helpers import op_counts
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from svdq_edge.apply import quantize_model
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.runtime.session import make_session
-from svdq_edge.sources import LoadedModel, ModelTask
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.runtime.runtimes.session import make_session
+from svdq_edge.sources.load import LoadedModel, ModelTask
 from tests.conftest import tiny_bert
 from tests.exporters.helpers import op_counts
 

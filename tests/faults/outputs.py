@@ -27,7 +27,7 @@ from pathlib import Path
 WRITER = r"""
 import os, sys, time, signal
 from pathlib import Path
-import svdq_edge.outputs as o
+import svdq_edge.artifact.outputs as o
 out, payload, die_at, journal, hold = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 def die(step):
     if step == die_at:
@@ -153,7 +153,7 @@ def special_and_input(root: Path) -> dict:
     refused = 0
     for args in cases.values():
         argv = [a.format(q=q, user=user) for a in args]
-        p = subprocess.run([sys.executable, "-m", "svdq_edge.cli", *argv], capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-m", "svdq_edge.cli.app", *argv], capture_output=True, text=True)
         err = p.stderr.strip().splitlines()
         refused += p.returncode != 0 and len(err) == 1 and "unexpected" not in err[0]
     touched = int(not Path("/dev/null").is_char_device()) + int((q / "quant_config.json").read_text() != "{}") \

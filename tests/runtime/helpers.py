@@ -1,8 +1,8 @@
 import torch
 
 from svdq_edge.config import QuantConfig
-from svdq_edge.decompose import decompose
-from svdq_edge.exporters.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.exporters.onnx.linear import quant_linear_fragment, single_layer_model
+from svdq_edge.quant.decompose import decompose
 
 
 def tiny_linear_model(structure: str = "channel") -> bytes:

@@ -6,7 +6,7 @@ import torch
 
 from svdq_edge.ggml import BLOCK_WEIGHTS, UNPACKERS, GGMLFormatError, GGMLType, dequantize, unpack
 from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, to_mixed, to_table
-from svdq_edge.packing import unpack as unpack_packed
+from svdq_edge.quant.packing import unpack as unpack_packed
 from tests.ggml_files import random_blocks
 
 gguf = pytest.importorskip("gguf")

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from svdq_edge.apply import quantize_model
+from svdq_edge.artifact.io import load_quantized, quantized_layers, save_quantized
 from svdq_edge.config import QuantConfig
-from svdq_edge.data import read_glue_tsv
-from svdq_edge.evaluate import accuracy, predict_logits
-from svdq_edge.io import load_quantized, quantized_layers, save_quantized
-from svdq_edge.sources import load_model
+from svdq_edge.evaluation.data import read_glue_tsv
+from svdq_edge.evaluation.evaluate import accuracy, predict_logits
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.sources.load import load_model
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.integration

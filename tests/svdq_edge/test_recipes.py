@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from svdq_edge.cli import main
+from svdq_edge.cli.app import main
 from svdq_edge.config import QuantConfig
+from svdq_edge.recipes import read_recipe, recipe_names
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "models").glob("*.json"))
 
@@ -35,4 +36,27 @@ def test_bad_recipe_is_a_one_line_error(tiny_bert_dir, tmp_path, content):
     recipe.write_text(content)
     r = CliRunner().invoke(main, ["quantize", str(tiny_bert_dir), "-o", str(tmp_path / "q"), "--recipe", str(recipe)])
     assert r.exit_code != 0 and "recipe" in r.output.strip().splitlines()[-1]
+    assert not (tmp_path / "q").exists()
+
+
+def test_shipped_recipes_are_found_by_name_and_equal_their_files():
+    assert recipe_names() == [p.stem for p in RECIPES]
+    for path in RECIPES:
+        assert read_recipe(path.stem) == json.loads(path.read_text())
+
+
+def test_recipe_by_name_on_the_command_line(tiny_bert_dir, tmp_path):
+    out = tmp_path / "q"
+    r = CliRunner().invoke(main, ["quantize", str(tiny_bert_dir), "-o", str(out), "--recipe", "gpt2",
+                                  "--block-size", "32"])  # the tiny model's width is 64
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "quant_config.json").read_text())["config"]
+    expected = QuantConfig.from_dict(read_recipe("gpt2")["config"] | {"block_size": 32}).to_dict()
+    assert cfg == expected and expected != QuantConfig(block_size=32).to_dict()
+
+
+def test_unknown_recipe_name_lists_the_shipped_ones(tiny_bert_dir, tmp_path):
+    r = CliRunner().invoke(main, ["quantize", str(tiny_bert_dir), "-o", str(tmp_path / "q"), "--recipe", "nope"])
+    last = r.output.strip().splitlines()[-1]
+    assert r.exit_code != 0 and "nope: no such recipe" in last and "smollm2-135m" in last
     assert not (tmp_path / "q").exists()

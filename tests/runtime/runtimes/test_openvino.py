@@ -7,9 +7,9 @@ import pytest
 
 from svdq_edge.config import QuantConfig
 from svdq_edge.exporters.export import export_onnx
-from svdq_edge.runtime.latency import synthetic_feed
-from svdq_edge.runtime.session import make_session
-from svdq_edge.sources import load_model
+from svdq_edge.runtime.measure.latency import synthetic_feed
+from svdq_edge.runtime.runtimes.session import make_session
+from svdq_edge.sources.load import load_model
 from tests.conftest import require_package
 from tests.runtime.runtimes.helpers import run_across
 
@@ -20,7 +20,7 @@ def _openvino():
 
 
 def _quantized(folder, tmp_path):
-    from svdq_edge.apply import quantize_model
+    from svdq_edge.pipeline.apply import quantize_model
 
     loaded = load_model(str(folder))
     quantize_model(loaded.model, QuantConfig(bits=4, block_size=32, embedding_bits=4), progress=False)

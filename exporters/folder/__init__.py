@@ -1,0 +1,1 @@
+"""Folder targets beside model.onnx: onnxruntime-genai, ORT format (mobile), the web."""

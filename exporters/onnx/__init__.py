@@ -1,0 +1,1 @@
+"""ONNX pieces: one quantized linear or embedding in, nodes and initializers out."""

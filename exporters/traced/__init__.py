@@ -1,0 +1,1 @@
+"""Traced exports (torch.onnx) and the splice of quantized fragments into them."""

@@ -1,0 +1,1 @@
+"""Causal LMs under a runtime: KV-cache sessions, generation, perplexity, decode latency, genai, llama.cpp."""

@@ -1,0 +1,1 @@
+"""Measurements of one session: latency, memory, output metrics, dataset evaluation."""

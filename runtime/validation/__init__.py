@@ -1,0 +1,1 @@
+"""Backends side by side: build, validate, report, pick, tune, sweeps."""

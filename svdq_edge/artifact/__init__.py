@@ -1,0 +1,1 @@
+"""The quantized folder on disk: save, load, side files, safe output commits."""

@@ -1,0 +1,1 @@
+"""Calibration: input statistics, synthetic calibration data, AWQ folding, layer sensitivity."""

@@ -1,0 +1,1 @@
+"""The `svdq-edge` command line: one module per command family."""

@@ -1,0 +1,1 @@
+"""Datasets, PyTorch evaluation, statistics, fidelity, and explanations of a quantized model."""

@@ -1,0 +1,1 @@
+"""GGUF files: exact reading and conversion to Hugging Face folders."""

@@ -1,0 +1,1 @@
+"""PyTorch modules that stand for the exported ops (MatMulNBits + correction, GatherBlockQuantized)."""

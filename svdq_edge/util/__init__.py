@@ -1,0 +1,1 @@
+"""Process-level helpers for entry points: logging, memory tuning, tables, telemetry."""
