@@ -20,10 +20,12 @@ from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.config import ConfigError, Int8Scale, QuantConfig
 from svdq_edge.errors import UserError
-from svdq_edge.model.embedding import QuantEmbedding, quantize_embedding_table
+from svdq_edge.model.embedding import QuantEmbedding, embedding_scale, quantize_embedding_table
 from svdq_edge.model.head import install_head, require_head
 from svdq_edge.model.modules import QuantLinear, module_name, set_module
-from svdq_edge.pipeline.apply import LayerReport, QuantReport, check_tables, find_targets, layer_report
+from svdq_edge.model.targets import find_targets
+from svdq_edge.pipeline.apply import check_tables
+from svdq_edge.pipeline.report import LayerReport, QuantReport, layer_report
 from svdq_edge.quant.blockwise import dequantize_blockwise
 from svdq_edge.quant.decompose import decompose
 from svdq_edge.quant.int8_scale import tensor_ranges
@@ -117,7 +119,7 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
         emb = model.get_input_embeddings()
         name = module_name(model, emb)
         packed, err = quantize_table_lazily(weights, f"{name}.weight", config.embedding_bits, config)
-        set_module(model, name, QuantEmbedding(packed, emb.padding_idx))
+        set_module(model, name, QuantEmbedding(packed, emb.padding_idx, embedding_scale(emb)))  # Gemma: sqrt(hidden)
         report.layers.append(_table_report(name, packed, err))
     materialize(model, weights.read, weights.__contains__)
     report.seconds = time.perf_counter() - start
@@ -167,7 +169,9 @@ def materialize(model: nn.Module, read, has) -> None:
         emb = model.get_input_embeddings()
         if not getattr(model.config, "tie_word_embeddings", False) or emb.weight.is_meta:
             raise StreamError("the output head has no stored weight and is not tied to the embedding")
-        head.weight = emb.weight
+        # a quantized embedding's table is dequantized on read: the head keeps its own copy, as in apply.py
+        W = emb.weight
+        head.weight = W if isinstance(W, nn.Parameter) else nn.Parameter(W.clone(), requires_grad=False)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise StreamError(f"{len(left)} tensors are neither stored nor rebuildable (first: {left[0]})")

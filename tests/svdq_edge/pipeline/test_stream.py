@@ -8,11 +8,14 @@ from svdq_edge.config import QuantConfig
 from svdq_edge.pipeline.apply import quantize_model
 from svdq_edge.pipeline.stream import StreamError, quantize_any, quantize_lazily, stream_unsupported_reason
 from svdq_edge.sources.lazy import LazyWeights
-from tests.conftest import tiny_bert, tiny_gpt2, tiny_llama_tied
+from tests.conftest import tiny_bert, tiny_gemma3, tiny_gpt2, tiny_llama_tied
 
 CASES = {
     "bert-embed4": (tiny_bert, QuantConfig(block_size=16, keep=0.05, embedding_bits=4)),
     "gpt2-element": (tiny_gpt2, QuantConfig(block_size=16, keep=0.05, structure="element", embedding_bits=None)),
+    # the default: the embedding quantized, the tied FP32 head reads the same (dequantized) table
+    "llama-tied-embed4": (tiny_llama_tied, QuantConfig(block_size=16, keep=0.05, embedding_bits=4)),
+    "gemma3-tied-embed4": (tiny_gemma3, QuantConfig(block_size=16, keep=0.05, embedding_bits=4)),
     "llama-tied-head8": (tiny_llama_tied, QuantConfig(block_size=16, keep=0.05, embedding_bits=None, head_bits=8)),
     "llama-tied-head4-lowrank": (tiny_llama_tied, QuantConfig(block_size=16, keep=0.05, structure="lowrank",
                                                               embedding_bits=None, head_bits=4)),
