@@ -21,7 +21,7 @@ test: $(BIN)/svdq-edge
 	$(BIN)/python -m pytest -q
 
 test-fast: $(BIN)/svdq-edge
-	$(BIN)/python -m pytest -q -m "not integration and not gpu"
+	$(BIN)/python -m pytest -q -m unit
 
 lint: $(BIN)/svdq-edge
 	$(BIN)/ruff check .

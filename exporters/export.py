@@ -25,6 +25,7 @@ from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsup
 from svdq_edge.exporters.onnx.compat import stamp_lowest_ir
 from svdq_edge.exporters.onnx.external import ExternalData
 from svdq_edge.exporters.onnx.linear import AccuracyLevels
+from svdq_edge.exporters.onnx.names import Role, role_of, split_name
 from svdq_edge.exporters.traced.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.traced.splice import splice_quantized
 from svdq_edge.exporters.traced.torch_export import dense_copy, trace_to_onnx
@@ -81,17 +82,17 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
     embedding_shapes = embedding_shapes or {}
     for t in model.graph.initializer:
         b = _tensor_bytes(t)
-        layer = next((n for n in quant_shapes if t.name.startswith(n + ".weight_")), None)
-        if any(t.name.startswith(n + ".weight_") for n in embedding_shapes):
+        layer, role = (split_name(t.name) or ("", ""))[0], role_of(t.name)
+        if layer in embedding_shapes:
             r.embeddings += b
             r.quantized_embeddings += b
-        elif layer is not None:
-            if "_corr_" in t.name:  # FP32 corrections, block offsets included
+        elif layer in quant_shapes:
+            if role is Role.CORRECTION:  # FP32 corrections, block offsets included
                 r.correction += b
-            elif t.name.endswith(("_scales", "_zp", "_int8")) or "_Q" in t.name[len(layer):]:  # codes
+            elif role in (Role.CODES, Role.SCALES, Role.ZERO_POINTS):
                 r.linears += b
             else:
-                r.other += b  # small shape constants of the fragment
+                r.other += b  # small constants of the fragment
         elif "embed" in t.name or "wte" in t.name or "wpe" in t.name:
             r.embeddings += b
         else:
@@ -130,19 +131,11 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             model, inputs, output, layers, sizes = _fused(loaded, element_form, accuracy_level, None)
         else:
             model, inputs, output, layers, sizes = _traced(loaded, element_form, accuracy_level, opset)
-        meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": portable_source(loaded.source, out),
-                "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output, "svdq_edge.graph": path}
-        if loaded.task is ModelTask.CAUSAL_LM:
-            meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(loaded.model.config)))
-        if quant_config is not None:
-            meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
-            meta["svdq_edge.layers"] = json.dumps(layers)
         if target == "web":
             from svdq_edge.exporters.folder.web import portable_embeddings
 
             portable_embeddings(model)
-        meta["svdq_edge.target"] = target
-        onnx.helper.set_model_props(model, meta)
+        onnx.helper.set_model_props(model, _metadata(loaded, out, inputs, output, path, quant_config, layers, target))
         stamp_lowest_ir(model)  # older and embedded ONNX Runtimes (node, web, mobile) refuse a newer stamp
         if path == "fused" and causal:
             onnx.save_model(model, str(tmp / ONNX_FILE))  # its tensors are already in model.onnx.data
@@ -154,13 +147,7 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         sizes.file_bytes = sum(p.stat().st_size for p in tmp.glob(ONNX_FILE + "*"))
         sizes.fp32_equivalent = (sizes.file_bytes - sizes.linears - sizes.correction - sizes.quantized_embeddings
                                  + sizes.quantized_fp32)
-        loaded.model.config.save_pretrained(tmp)
-        if loaded.tokenizer is not None:
-            loaded.tokenizer.save_pretrained(tmp)
-            make_tokenizer_portable(tmp)
-        carry_side_files(loaded.folder, tmp)  # sentence-transformers' pooling, normalization, max_seq_length
-        if path == "fused" and causal:
-            write_genai_files(tmp, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
+        _write_side_files(tmp, loaded, genai=path == "fused" and causal)
         report = {"sizes": asdict(sizes), "ratio_to_fp32": sizes.ratio, "inputs": inputs, "output": output,
                   "graph": path, "target": target, "accuracy_level": str(AccuracyLevels.of(accuracy_level)),
                   "quant_config": quant_config, "layers": layers,
@@ -172,6 +159,31 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
             report["ort_format"] = {"file": "model.ort", "target": str(ort_target)}
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
     return out, sizes, layers
+
+
+def _metadata(loaded: LoadedModel, out: Path, inputs: list[str], output: str, path: str, quant_config: dict | None,
+              layers: dict, target: str) -> dict[str, str]:
+    """model.onnx's metadata_props: the file alone says what it holds and how it was made."""
+    meta = {"svdq_edge.task": loaded.task.value, "svdq_edge.source": portable_source(loaded.source, out),
+            "svdq_edge.inputs": json.dumps(inputs), "svdq_edge.output": output, "svdq_edge.graph": path}
+    if loaded.task is ModelTask.CAUSAL_LM:
+        meta["svdq_edge.kv_cache"] = json.dumps(asdict(KVLayout.of(loaded.model.config)))
+    if quant_config is not None:
+        meta["svdq_edge.quant_config"] = json.dumps(quant_config, sort_keys=True)
+        meta["svdq_edge.layers"] = json.dumps(layers)
+    meta["svdq_edge.target"] = target
+    return meta
+
+
+def _write_side_files(folder: Path, loaded: LoadedModel, genai: bool) -> None:
+    """config.json, the tokenizer, sentence-transformers' files and (fused decoders) onnxruntime-genai's files."""
+    loaded.model.config.save_pretrained(folder)
+    if loaded.tokenizer is not None:
+        loaded.tokenizer.save_pretrained(folder)
+        make_tokenizer_portable(folder)
+    carry_side_files(loaded.folder, folder)  # sentence-transformers' pooling, normalization, max_seq_length
+    if genai:
+        write_genai_files(folder, loaded.model, loaded.tokenizer, ONNX_FILE, share_buffer=True)
 
 
 def _graph_path(loaded: LoadedModel, graph: str) -> str:

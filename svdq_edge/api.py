@@ -96,8 +96,8 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     from svdq_edge.sources.load import ModelTask
 
     q = model if isinstance(model, Quantized) else load(model)
-    if accuracy_level is None:
-        accuracy_level = 4 if q.loaded.task is ModelTask.CAUSAL_LM else 0
-    out, _, _ = export_onnx(q.loaded, output, q.config.to_dict(), accuracy_level=AccuracyLevels.of(accuracy_level),
+    levels = (AccuracyLevels.default_for(q.loaded.task is ModelTask.CAUSAL_LM) if accuracy_level is None
+              else AccuracyLevels.of(accuracy_level))
+    out, _, _ = export_onnx(q.loaded, output, q.config.to_dict(), accuracy_level=levels,
                             overwrite=overwrite, graph=graph, ort_target=ort_format, target=target)
     return out

@@ -113,6 +113,9 @@ class QuantConfig:
                  (`svdq_edge.quant.mixed_bits`, `svdq_edge.calib.sensitivity`). None: every layer at `bits`.
     layer_bits:  {module name: bits} overriding `bits` per layer; the budget's assignment is saved here, so a saved
                  config rebuilds the same model.
+    layer_keep:  {module-name substring: keep} overriding `keep` for the layers whose name contains it (the longest
+                 matching substring wins; `correct` still zeroes the others). Written only when set, so configs made
+                 before it keep their bytes and cache keys.
     """
 
     bits: int = 4
@@ -136,6 +139,7 @@ class QuantConfig:
     layer_bits: tuple[tuple[str, int], ...] = ()
     int8_scale: Int8Scale = Int8Scale.COLUMN
     layer_int8_scale: tuple[tuple[str, str], ...] = ()
+    layer_keep: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         # Coerce JSON-friendly inputs (strings, lists) to their typed form before validating.
@@ -161,6 +165,7 @@ class QuantConfig:
             raise ConfigError(f"block_size must be a power of two in [16, 256], got {bs}")
         if not (0.0 <= float(self.keep) <= 0.5):
             raise ConfigError(f"keep must be a fraction in [0, 0.5], got {self.keep}")
+        self._check_layer_keep()
         if self.rank is not None:
             self._check_rank()
         if self.embedding_bits is not None and self.embedding_bits not in (2, 4, 8):
@@ -219,6 +224,17 @@ class QuantConfig:
         if (self.int8_scale is not Int8Scale.COLUMN or pairs) and self.kernel is not Kernel.INT8:
             raise ConfigError("int8_scale applies to the int8 kernel (kernel int8)")
 
+    def _check_layer_keep(self) -> None:
+        pairs = self.layer_keep.items() if isinstance(self.layer_keep, dict) else self.layer_keep
+        try:
+            pairs = tuple(sorted((str(n), float(k)) for n, k in pairs))
+        except (TypeError, ValueError):
+            raise ConfigError(f"layer_keep must map module-name substrings to fractions, got {self.layer_keep!r}") \
+                from None
+        if any(not n or not 0.0 <= k <= 0.5 for n, k in pairs):
+            raise ConfigError(f"layer_keep must map non-empty substrings to fractions in [0, 0.5], got {pairs}")
+        object.__setattr__(self, "layer_keep", pairs)
+
     def widths(self) -> set[int]:
         """The code widths the layers may get: `bits`, 8 under a budget, and those of `layer_bits`."""
         return {self.bits, *(b for _, b in self.layer_bits), *((8,) if self.bits_budget is not None else ())}
@@ -240,14 +256,17 @@ class QuantConfig:
         return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(cls)})
 
     def for_layer(self, name: str) -> QuantConfig:
-        """The config of layer `name`: its width from `layer_bits` (else `bits`), the int8 kernel only at 8 bits, and
-        `keep` 0 outside `correct` (when `correct` names any)."""
+        """The config of layer `name`: its width from `layer_bits` (else `bits`), the int8 kernel only at 8 bits, its
+        keep from `layer_keep` (else `keep`), and `keep` 0 outside `correct` (when `correct` names any)."""
         bits = dict(self.layer_bits).get(name, self.bits)
         changes = {}
         if self.bits_budget is not None or self.layer_bits:
             changes = {"bits": bits, "bits_budget": None, "layer_bits": ()}
             if bits != 8:
                 changes["kernel"] = Kernel.NBITS
+        matches = [(len(s), k) for s, k in self.layer_keep if s in name]
+        if matches:
+            changes["keep"] = max(matches)[1]
         if self.correct and not any(c in name for c in self.correct):
             changes["keep"] = 0.0
         if changes.get("kernel") is Kernel.NBITS:
@@ -274,6 +293,10 @@ class QuantConfig:
         d["layer_bits"] = dict(self.layer_bits)
         d["int8_scale"] = self.int8_scale.value
         d["layer_int8_scale"] = dict(self.layer_int8_scale)
+        if self.layer_keep:
+            d["layer_keep"] = dict(self.layer_keep)
+        else:
+            del d["layer_keep"]
         return d
 
     def to_json(self) -> str:

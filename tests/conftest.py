@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import os
 from pathlib import Path
@@ -139,7 +140,29 @@ def require_package(module: str, install: str) -> None:
         missing(f"{module} not installed ({install})")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tiers: a test marked neither integration, slow nor gpu is a unit test (`make test-fast` runs those)."""
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("integration", "slow", "gpu")):
+            item.add_marker(pytest.mark.unit)
+
+
+CURRENT_TEST: contextvars.ContextVar = contextvars.ContextVar("current_test", default=None)
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request):
+    """Lets shared_path see which test asks (fixtures of wider scope run outside any test: None)."""
+    token = CURRENT_TEST.set(request.node)
+    yield
+    CURRENT_TEST.reset(token)
+
+
 def shared_path(*parts: str) -> Path:
+    """A real model or dataset in ../shared. Only integration tests may read them (the unit tier must run without)."""
+    test = CURRENT_TEST.get()
+    if test is not None and test.get_closest_marker("integration") is None:
+        pytest.fail(f"{test.name} reads ../shared: mark it @pytest.mark.integration")
     p = SHARED.joinpath(*parts)
     if not p.exists():
         missing(f"{p} not present (the shared models and data sit beside the project checkout)")

@@ -21,17 +21,32 @@ def readme_commands(prefix: str) -> list[str]:
 
 
 @pytest.mark.parametrize("line", readme_commands("svdq-edge "))
-def test_svdq_edge_command_parses(line):
+def test_svdq_edge_command_parses(line, tmp_path, monkeypatch):
+    """Every option of the line is checked: a path the tour makes in an earlier step is created here (empty) and
+    the line parsed again, so a bad choice or type after it is still caught."""
     sub, *rest = shlex.split(line)[1:]
     cmd = main.get_command(click.Context(main), sub)
     assert cmd is not None, f"README uses an unknown command: {sub}"
-    try:
-        cmd.make_context(sub, rest)
-    except click.BadParameter as e:
-        # Paths that exist only after earlier tour steps are fine; anything else (a bad choice or type) is drift.
-        assert "does not exist" in str(e), f"{line}: {e}"
-    except click.UsageError as e:
-        pytest.fail(f"README command does not parse: {line}: {e}")
+    cwd = tmp_path / "a" / "b"  # room for ../ paths
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    for _ in range(len(rest) + 1):
+        try:
+            cmd.make_context(sub, list(rest))
+            return
+        except click.BadParameter as e:
+            found = re.search(r"(File|Directory|Path) '([^']+)' does not exist", str(e))
+            assert found, f"{line}: {e}"
+            kind, path = found.groups()
+            target = cwd / path
+            if kind == "File" or (kind == "Path" and target.suffix):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+            else:
+                target.mkdir(parents=True)
+        except click.UsageError as e:
+            pytest.fail(f"README command does not parse: {line}: {e}")
+    pytest.fail(f"{line}: paths kept missing")
 
 
 @pytest.mark.parametrize("line", readme_commands("python -m "))

@@ -10,7 +10,8 @@ MatMulNBits + our FP32 correction (or FP32 MatMul), quantized or shared token ta
 There is no position_ids input: GroupQueryAttention derives positions from the mask (seqlens_k = attended tokens
 - 1), and a family with learned positions gathers them from the same mask. The token stream runs 2-D ([tokens,
 hidden]): each FP32 correction is then a Gather and one Gemm accumulating into its MatMulNBits output.
-A family builder (llama.py, gpt2.py) adds one method per graph piece and `build`.
+`DecoderBuilder.build` owns the layer loop of a pre-norm decoder; a family (llama.py, gemma.py, gpt2.py) names where
+its pieces live (LAYERS, INPUT_NORM, ...) and overrides the graph pieces it changes (norms, attention, MLP).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class DecoderShape:
 
 
 class DecoderBuilder:
-    """Shared pieces; subclasses define `unsupported_reason` and `build`."""
+    """The decoder's layer loop and shared pieces; a family defines `unsupported_reason` and its graph pieces."""
 
     @classmethod
     def unsupported_reason(cls, config) -> str | None:
@@ -100,7 +101,60 @@ class DecoderBuilder:
         self.f = OnnxFragment(make_tensor=self.make_tensor)
         self.out = FusedDecoder(onnx.ModelProto())
 
+    # Where a family's pieces live in the Hugging Face module tree (names of initializers follow them).
+    LAYERS = "model.layers"  # the decoder blocks
+    ATTENTION = "self_attn"  # in a block
+    INPUT_NORM = "input_layernorm"  # in a block: the norm before attention
+    POST_ATTENTION_NORM = "post_attention_layernorm"  # in a block: residual add + norm before the MLP
+    FINAL_NORM = "model.norm"
+
     def build(self) -> FusedDecoder:
+        """Mask and shapes, embeddings, every block (each ends in the next block's input norm), the head."""
+        seqlens_k, total_len = self.make_attention_mask_reformat()
+        self.make_token_shape()
+        x = self.make_embeddings()  # [tokens, hidden]
+        normed, residual = self.make_norm(*self.norm_before(0), x), x
+        for i, layer in enumerate(self.model.get_submodule(self.LAYERS)):
+            normed, residual = self.make_layer(i, layer, normed, residual, seqlens_k, total_len)
+        self.make_lm_head(normed)
+        self.out.model = self.make_model()
+        return self.out
+
+    def make_layer(self, i: int, layer: nn.Module, normed: str, residual: str, seqlens_k: str,
+                   total_len: str) -> tuple[str, str]:
+        """One block: attention, residual add + norm, MLP, residual add + the next block's input norm (the final
+        norm after the last block, whose sum nobody reads). Returns (normed, residual) for the next block."""
+        p = f"{self.LAYERS}.{i}"
+        attn = self.make_attention(i, getattr(layer, self.ATTENTION), normed, seqlens_k, total_len)
+        normed, residual = self.make_skip_norm(f"{p}.{self.POST_ATTENTION_NORM}",
+                                               getattr(layer, self.POST_ATTENTION_NORM), residual, attn)
+        mlp = self.make_mlp(f"{p}.mlp", layer.mlp, normed)
+        return self.make_skip_norm(*self.norm_before(i + 1), residual, mlp, need_sum=i + 1 < self.s.layers)
+
+    def norm_before(self, i: int) -> tuple[str, nn.Module]:
+        """(name, module) of the norm that block i reads through; i = layers: the final norm."""
+        if i == self.s.layers:
+            return self.FINAL_NORM, self.model.get_submodule(self.FINAL_NORM)
+        name = f"{self.LAYERS}.{i}.{self.INPUT_NORM}"
+        return name, self.model.get_submodule(name)
+
+    # -- family pieces ------------------------------------------------------------------------------------------
+    def make_embeddings(self) -> str:
+        """[tokens, hidden] (2-D) entering the first block."""
+        raise NotImplementedError
+
+    def make_norm(self, name: str, norm: nn.Module, x: str) -> str:
+        raise NotImplementedError
+
+    def make_skip_norm(self, name: str, norm: nn.Module, residual: str, x: str,
+                       need_sum: bool = True) -> tuple[str, str]:
+        """(norm(residual + x), residual + x) in one op."""
+        raise NotImplementedError
+
+    def make_attention(self, i: int, attn: nn.Module, x: str, seqlens_k: str, total_len: str) -> str:
+        raise NotImplementedError
+
+    def make_mlp(self, p: str, mlp: nn.Module, x: str) -> str:
         raise NotImplementedError
 
     # -- shared graph pieces ------------------------------------------------------------------------------------

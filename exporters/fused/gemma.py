@@ -19,7 +19,6 @@ import numpy as np
 from onnx import helper
 from torch import nn
 
-from svdq_edge.exporters.fused.base import ROWS_2D, FusedDecoder
 from svdq_edge.exporters.fused.llama import LlamaBuilder
 from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
@@ -46,30 +45,18 @@ class GemmaBuilder(LlamaBuilder):
                 return f"rope type {params[kind]['rope_type']!r} on {kind} layers"
         return None
 
-    def build(self) -> FusedDecoder:
-        seqlens_k, total_len = self.make_attention_mask_reformat()
-        self.make_token_shape()
-        self.make_rotary_caches()
-        base = self.model.model
-        emb = self.make_token_embedding("model.embed_tokens", base.embed_tokens, "/model/embed_tokens/output")
-        (x,) = self.f.node("Reshape", [emb, ROWS_2D], ["/model/embed_tokens/output_2d"])
-        normed = self.make_norm("model.layers.0.input_layernorm", base.layers[0].input_layernorm, x)
-        residual = x
-        for i, layer in enumerate(base.layers):
-            p = f"model.layers.{i}"
-            attn = self.make_attention(i, layer.self_attn, normed, seqlens_k, total_len)
-            attn = self.make_norm(f"{p}.post_attention_layernorm", layer.post_attention_layernorm, attn)
-            normed, residual = self.make_skip_norm(f"{p}.pre_feedforward_layernorm", layer.pre_feedforward_layernorm,
-                                                   residual, attn)
-            mlp = self.make_mlp(f"{p}.mlp", layer.mlp, normed)
-            mlp = self.make_norm(f"{p}.post_feedforward_layernorm", layer.post_feedforward_layernorm, mlp)
-            last = i + 1 == self.s.layers
-            name, norm = ("model.norm", base.norm) if last else (f"model.layers.{i + 1}.input_layernorm",
-                                                                  base.layers[i + 1].input_layernorm)
-            normed, residual = self.make_skip_norm(name, norm, residual, mlp, need_sum=not last)
-        self.make_lm_head(normed)
-        self.out.model = self.make_model()
-        return self.out
+    def make_layer(self, i: int, layer: nn.Module, normed: str, residual: str, seqlens_k: str,
+                   total_len: str) -> tuple[str, str]:
+        """Gemma's block norms each sublayer's output before the residual add (post_attention and
+        post_feedforward norms), and the MLP's input through pre_feedforward_layernorm."""
+        p = f"{self.LAYERS}.{i}"
+        attn = self.make_attention(i, layer.self_attn, normed, seqlens_k, total_len)
+        attn = self.make_norm(f"{p}.post_attention_layernorm", layer.post_attention_layernorm, attn)
+        normed, residual = self.make_skip_norm(f"{p}.pre_feedforward_layernorm", layer.pre_feedforward_layernorm,
+                                               residual, attn)
+        mlp = self.make_mlp(f"{p}.mlp", layer.mlp, normed)
+        mlp = self.make_norm(f"{p}.post_feedforward_layernorm", layer.post_feedforward_layernorm, mlp)
+        return self.make_skip_norm(*self.norm_before(i + 1), residual, mlp, need_sum=i + 1 < self.s.layers)
 
     def gamma(self, name: str, norm: nn.Module) -> str:
         return self.f.init(f"{name}.weight", _np(1.0 + norm.weight.float()))  # Gemma applies (1 + w)
@@ -137,20 +124,8 @@ class GemmaBuilder(LlamaBuilder):
                             scale=float(self.model.config.query_pre_attn_scalar) ** -0.5)
         return self.make_linear(f"{p}.o_proj", [attn.o_proj], out)[0]
 
-    def make_mlp(self, p: str, mlp: nn.Module, x: str) -> str:
-        pair = [mlp.gate_proj, mlp.up_proj]
-        if self.packable(pair):
-            (gate_up,) = self.make_linear(f"{p}.gate_up_proj", pair, x)
-            gate, up = f"/{p}/gate_proj/output_0", f"/{p}/up_proj/output_0"
-            self.f.nodes.append(helper.make_node("Split", [gate_up], [gate, up], name=f"/{p}/Split", axis=-1,
-                                                 num_outputs=2))
-        else:
-            (gate,) = self.make_linear(f"{p}.gate_proj", [mlp.gate_proj], x)
-            (up,) = self.make_linear(f"{p}.up_proj", [mlp.up_proj], x)
-        (act,) = self.f.node("FastGelu", [gate], [f"/{p}/act/FastGelu"], domain=MS_DOMAIN)  # GELU, tanh form
-        (h,) = self.f.node("Mul", [act, up], [f"/{p}/Mul"])
-        return self.make_linear(f"{p}.down_proj", [mlp.down_proj], h)[0]
-
+    def make_activation(self, p: str, gate: str) -> str:
+        return self.f.node("FastGelu", [gate], [f"/{p}/act/FastGelu"], domain=MS_DOMAIN)[0]  # GELU, tanh form
 
 
 def _inv_freq(decoder: nn.Module, rope: nn.Module, kind: str):

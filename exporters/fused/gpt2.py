@@ -13,7 +13,7 @@ import numpy as np
 from onnx import helper
 from torch import nn
 
-from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder, FusedDecoder
+from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder
 from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 ACTIVATIONS = {"gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu", "gelu": "Gelu"}  # com.microsoft ops
@@ -21,6 +21,9 @@ ACTIVATIONS = {"gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu", "gelu": 
 
 class GPT2Builder(DecoderBuilder):
     """GPT-2 causal LMs (transformers' Conv1D linears) whose linears may be QuantLinear."""
+
+    LAYERS, ATTENTION, INPUT_NORM, POST_ATTENTION_NORM, FINAL_NORM = "transformer.h", "attn", "ln_1", "ln_2", \
+        "transformer.ln_f"
 
     @classmethod
     def unsupported_reason(cls, config) -> str | None:
@@ -37,25 +40,6 @@ class GPT2Builder(DecoderBuilder):
     def eps(self) -> float:
         return float(self.model.config.layer_norm_epsilon)
 
-    def build(self) -> FusedDecoder:
-        seqlens_k, total_len = self.make_attention_mask_reformat()
-        self.make_token_shape()
-        t = self.model.transformer
-        x = self.make_embeddings(t)
-        normed = self.make_layer_norm("transformer.h.0.ln_1", t.h[0].ln_1, x)
-        residual = x
-        for i, block in enumerate(t.h):
-            p = f"transformer.h.{i}"
-            attn = self.make_attention(i, block.attn, normed, seqlens_k, total_len)
-            normed, residual = self.make_skip_layer_norm(f"{p}.ln_2", block.ln_2, residual, attn)
-            mlp = self.make_mlp(f"{p}.mlp", block.mlp, normed)
-            last = i + 1 == self.s.layers
-            name, norm = ("transformer.ln_f", t.ln_f) if last else (f"transformer.h.{i + 1}.ln_1", t.h[i + 1].ln_1)
-            normed, residual = self.make_skip_layer_norm(name, norm, residual, mlp, need_sum=not last)
-        self.make_lm_head(normed)
-        self.out.model = self.make_model()
-        return self.out
-
     def make_position_ids(self) -> str:
         """int64 [batch, sequence]: each new token's position among the attended tokens (cumsum of the mask)."""
         f = self.f
@@ -71,8 +55,9 @@ class GPT2Builder(DecoderBuilder):
         zero = f.init("/model/constants/int64_0", np.array(0, dtype=np.int64))
         return f.node("Max", [tail, zero], ["/model/pos/position_ids"])[0]  # left padding: position 0
 
-    def make_embeddings(self, t: nn.Module) -> str:
+    def make_embeddings(self) -> str:
         """[tokens, hidden] = token rows + learned position rows."""
+        t = self.model.transformer
         tokens = self.make_token_embedding("transformer.wte", t.wte, "/transformer/wte/output")
         wpe = self.f.init("transformer.wpe.weight", _np(t.wpe.weight.float()))
         (pos,) = self.f.node("Gather", [wpe, self.make_position_ids()], ["/transformer/wpe/output"], axis=0)
@@ -83,13 +68,13 @@ class GPT2Builder(DecoderBuilder):
         return [self.f.init(f"{name}.weight", _np(norm.weight.float())),
                 self.f.init(f"{name}.bias", _np(norm.bias.float()))]
 
-    def make_layer_norm(self, name: str, norm: nn.Module, x: str) -> str:
+    def make_norm(self, name: str, norm: nn.Module, x: str) -> str:
         (y,) = self.f.node("LayerNormalization", [x, *self._gamma_beta(name, norm)], [f"/{name}/output_0"], axis=-1,
                            epsilon=self.eps)
         return y
 
-    def make_skip_layer_norm(self, name: str, norm: nn.Module, residual: str, x: str,
-                             need_sum: bool = True) -> tuple[str, str]:
+    def make_skip_norm(self, name: str, norm: nn.Module, residual: str, x: str,
+                       need_sum: bool = True) -> tuple[str, str]:
         """(LayerNorm(residual + x), residual + x) in one SkipLayerNormalization."""
         outs = [f"/{name}/output_0", "", "", f"/{name}/output_3"] if need_sum else [f"/{name}/output_0"]
         self.f.nodes.append(helper.make_node("SkipLayerNormalization", [residual, x, *self._gamma_beta(name, norm)],

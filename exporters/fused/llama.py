@@ -12,7 +12,7 @@ import torch
 from onnx import helper
 from torch import nn
 
-from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder, FusedDecoder
+from svdq_edge.exporters.fused.base import ROWS_2D, DecoderBuilder
 from svdq_edge.exporters.onnx.linear import MS_DOMAIN, _np
 
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # cos/sin depend on the sequence length: no fixed cache
@@ -35,28 +35,11 @@ class LlamaBuilder(DecoderBuilder):
             return "partial rotary embeddings"
         return None
 
-    def build(self) -> FusedDecoder:
-        seqlens_k, total_len = self.make_attention_mask_reformat()
-        self.make_token_shape()
+    def make_embeddings(self) -> str:
         self.make_rotary_caches()
-        base = self.model.model
-        emb = self.make_token_embedding("model.embed_tokens", base.embed_tokens, "/model/embed_tokens/output")
-        (x,) = self.f.node("Reshape", [emb, ROWS_2D], ["/model/embed_tokens/output_2d"])
-        normed = self.make_norm("model.layers.0.input_layernorm", base.layers[0].input_layernorm, x)
-        residual = x
-        for i, layer in enumerate(base.layers):
-            p = f"model.layers.{i}"
-            attn = self.make_attention(i, layer.self_attn, normed, seqlens_k, total_len)
-            normed, residual = self.make_skip_norm(f"{p}.post_attention_layernorm", layer.post_attention_layernorm,
-                                                   residual, attn)
-            mlp = self.make_mlp(p + ".mlp", layer.mlp, normed)
-            last = i + 1 == self.s.layers
-            name, norm = ("model.norm", base.norm) if last else (f"model.layers.{i + 1}.input_layernorm",
-                                                                  base.layers[i + 1].input_layernorm)
-            normed, residual = self.make_skip_norm(name, norm, residual, mlp, need_sum=not last)
-        self.make_lm_head(normed)
-        self.out.model = self.make_model()
-        return self.out
+        emb = self.make_token_embedding("model.embed_tokens", self.model.model.embed_tokens,
+                                        "/model/embed_tokens/output")
+        return self.f.node("Reshape", [emb, ROWS_2D], ["/model/embed_tokens/output_2d"])[0]
 
     @property
     def eps(self) -> float:
@@ -100,16 +83,23 @@ class LlamaBuilder(DecoderBuilder):
         return self.make_linear(f"{p}.o_proj", [attn.o_proj], out)[0]
 
     def make_mlp(self, p: str, mlp: nn.Module, x: str) -> str:
+        gate, up = self.make_gate_up(p, mlp, x)
+        (h,) = self.f.node("Mul", [self.make_activation(p, gate), up], [f"/{p}/Mul"])
+        return self.make_linear(f"{p}.down_proj", [mlp.down_proj], h)[0]
+
+    def make_gate_up(self, p: str, mlp: nn.Module, x: str) -> tuple[str, str]:
         pair = [mlp.gate_proj, mlp.up_proj]
         if self.packable(pair):  # one MatMulNBits and one correction for both, then a Split
             (gate_up,) = self.make_linear(f"{p}.gate_up_proj", pair, x)
             gate, up = f"/{p}/gate_proj/output_0", f"/{p}/up_proj/output_0"
             self.f.nodes.append(helper.make_node("Split", [gate_up], [gate, up], name=f"/{p}/Split", axis=-1,
                                                  num_outputs=2))
-        else:
-            (gate,) = self.make_linear(f"{p}.gate_proj", [mlp.gate_proj], x)
-            (up,) = self.make_linear(f"{p}.up_proj", [mlp.up_proj], x)
+            return gate, up
+        (gate,) = self.make_linear(f"{p}.gate_proj", [mlp.gate_proj], x)
+        (up,) = self.make_linear(f"{p}.up_proj", [mlp.up_proj], x)
+        return gate, up
+
+    def make_activation(self, p: str, gate: str) -> str:
+        """SiLU as Sigmoid·Mul."""
         (sig,) = self.f.node("Sigmoid", [gate], [f"/{p}/act/Sigmoid"])
-        (act,) = self.f.node("Mul", [gate, sig], [f"/{p}/act/Mul"])
-        (h,) = self.f.node("Mul", [act, up], [f"/{p}/Mul"])
-        return self.make_linear(f"{p}.down_proj", [mlp.down_proj], h)[0]
+        return self.f.node("Mul", [gate, sig], [f"/{p}/act/Mul"])[0]

@@ -133,6 +133,13 @@ class AccuracyLevels:
             if level not in range(5):
                 raise UserError(f"accuracy level must be in 0-4, got {level}")
 
+    @classmethod
+    def default_for(cls, causal_lm: bool) -> AccuracyLevels:
+        """The default of every export (CLI, API): 4 for causal LMs (SmolLM2's GGUF at level 4 has llama.cpp's
+        perplexity at 0.7x level 0's time per token, docs/gguf.md), 0 for encoders (the PyTorch reference's
+        numbers; their int8 candidates are chosen by `run`)."""
+        return cls(4 if causal_lm else 0)
+
     def for_bits(self, bits: int) -> int:
         return dict(self.by_bits).get(bits, self.default)
 
@@ -206,33 +213,49 @@ def quant_linear_fragment(name: str, mixed: MixedWeight, x: str, y: str, element
     base = y if c is None else f"{w}_mnb_out"
     f.node("MatMulNBits", [x_in, *inputs], [base], domain=MS_DOMAIN, K=p.K, N=p.N, bits=bits,
            block_size=p.block_size, accuracy_level=level)
-    p = mixed.packed  # corrections read x and the layer's own shape
-    if c is None:
-        return f
-    if isinstance(c, LowRankCorrection):
-        rows = _rows(f, w, x, p.K, accumulate)
-        (h,) = f.node("MatMul", [rows, f.init(f"{w}_corr_R", _np(c.R.T))], [f"{w}_corr_h"])  # [rows, r]
-        _accumulate(f, w, h, f.init(f"{w}_corr_L", _np(c.L.T)), base, y, p.N, accumulate)  # L^T [r, N]
-        return f
-    if isinstance(c, ChannelCorrection):
-        _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, p.K, p.N, accumulate)
-        return f
-    if isinstance(c, BlockOffsetCorrection):
-        _block_offset_accumulate(f, w, x, c, base, y, p.K, p.N, accumulate)
-        return f
-    if not isinstance(c, ElementCorrection):
-        raise TypeError(f"unsupported correction {type(c).__name__}")
-    form = choose_element_form(c, p.N) if element_form == "auto" else element_form
+    if c is not None:  # corrections read x and the layer's own shape
+        p = mixed.packed
+        writer = CORRECTION_WRITERS.get(type(c))
+        if writer is None:
+            raise TypeError(f"unsupported correction {type(c).__name__}")
+        writer(f, w, x, c, base, y, p.K, p.N, accumulate, element_form)
+    return f
+
+
+def _lowrank(f: OnnxFragment, w: str, x: str, c: LowRankCorrection, base: str, y: str, K: int, N: int,
+             accumulate: Accumulate, element_form: str) -> None:
+    rows = _rows(f, w, x, K, accumulate)
+    (h,) = f.node("MatMul", [rows, f.init(f"{w}_corr_R", _np(c.R.T))], [f"{w}_corr_h"])  # [rows, r]
+    _accumulate(f, w, h, f.init(f"{w}_corr_L", _np(c.L.T)), base, y, N, accumulate)  # L^T [r, N]
+
+
+def _channel(f: OnnxFragment, w: str, x: str, c: ChannelCorrection, base: str, y: str, K: int, N: int,
+             accumulate: Accumulate, element_form: str) -> None:
+    _gather_accumulate(f, w, x, _np(c.channels), _np(c.values.T), base, y, K, N, accumulate)
+
+
+def _block_offset(f: OnnxFragment, w: str, x: str, c: BlockOffsetCorrection, base: str, y: str, K: int, N: int,
+                  accumulate: Accumulate, element_form: str) -> None:
+    _block_offset_accumulate(f, w, x, c, base, y, K, N, accumulate)
+
+
+def _element(f: OnnxFragment, w: str, x: str, c: ElementCorrection, base: str, y: str, K: int, N: int,
+             accumulate: Accumulate, element_form: str) -> None:
+    form = choose_element_form(c, N) if element_form == "auto" else element_form
     if form == "compact":
-        _compact_accumulate(f, w, x, c, base, y, p.K, p.N, accumulate)
-        return f
-    idx, val = ell_layout(c, p.N)
+        _compact_accumulate(f, w, x, c, base, y, K, N, accumulate)
+        return
+    idx, val = ell_layout(c, N)
     (g,) = f.node("Gather", [x, f.init(f"{w}_corr_idx", idx)], [f"{w}_corr_g"], axis=-1)  # [..., N, m]
     (prod,) = f.node("Mul", [g, f.init(f"{w}_corr_val", val)], [f"{w}_corr_prod"])
     axes = f.init(f"{w}_corr_axes", np.array([-1], dtype=np.int64))
     (corr,) = f.node("ReduceSum", [prod, axes], [f"{w}_corr_out"], keepdims=0)
     f.node("Add", [base, corr], [y])
-    return f
+
+
+# The ONNX of each correction structure (quant/decompose.py): a new structure adds its writer here.
+CORRECTION_WRITERS = {LowRankCorrection: _lowrank, ChannelCorrection: _channel,
+                      BlockOffsetCorrection: _block_offset, ElementCorrection: _element}
 
 
 def _int8_matmul(f: OnnxFragment, w: str, mixed: MixedWeight, x: str, y: str, bias: np.ndarray | None,

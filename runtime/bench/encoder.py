@@ -33,10 +33,10 @@ def build(model: str | None, configs: dict[str, QuantConfig], out: Path, accurac
     from svdq_edge.sources.load import LoadedModel, load_model
 
     loaded = load_model(model)
-    quantized = {}
+    quantized, resolved = {}, {}
     for label, config in configs.items():
         quantized[label] = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.task, loaded.source)
-        quantize_model(quantized[label].model, config, progress=False)
+        resolved[label] = quantize_model(quantized[label].model, config, progress=False).config  # widths, scales
     backends = []
     for graph in ("traced", "fused"):
         fp32, _, _ = export_onnx(loaded, out / f"fp32-{graph}", overwrite=True, graph=graph)
@@ -44,7 +44,7 @@ def build(model: str | None, configs: dict[str, QuantConfig], out: Path, accurac
         backends.append(Backend(f"ort-int8-{graph}", build_baseline("ort-int8", fp32, out / f"ort-int8-{graph}")))
         for label, q in quantized.items():
             name = f"{label}-{graph}"
-            ours, _, _ = export_onnx(q, out / name, configs[label].to_dict(), accuracy_level=accuracy_level,
+            ours, _, _ = export_onnx(q, out / name, resolved[label].to_dict(), accuracy_level=accuracy_level,
                                      overwrite=True, graph=graph)
             backends.append(Backend(name, ours))
     return loaded, backends

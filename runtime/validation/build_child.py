@@ -70,7 +70,11 @@ def _build_ours(model: str, config_json: str | None, fp32: bool, accuracy_level:
     else:
         weight_bytes = 0
     config = None if fp32 else QuantConfig.from_dict(json.loads(config_json))
-    loaded = load_model(model) if config is None else quantize_any(model, config, progress=False)[0]
+    if config is None:
+        loaded = load_model(model)
+    else:
+        loaded, report = quantize_any(model, config, progress=False)
+        config = report.config  # as resolved: per-layer widths and int8 scales
     with torch.no_grad():
         export_onnx(loaded, out, None if config is None else config.to_dict(),
                     accuracy_level=0 if config is None else accuracy_level, overwrite=True)

@@ -73,16 +73,8 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     onnxruntime-genai's INT4 build as a contender and its Generator's ms/token for every genai folder; `llamacpp`
     adds llama.cpp on a GGUF source (each when its extra is installed)."""
     from svdq_edge.evaluation.data import read_text_ids
-    from svdq_edge.runtime.decode.genai import (
-        decode_ms_interleaved,
-        genai_available,
-        is_genai_folder,
-        set_session_threads,
-    )
     from svdq_edge.runtime.decode.latency import measure_decoders
     from svdq_edge.runtime.decode.llamacpp import LlamaCppDecoder, llamacpp_available
-    from svdq_edge.runtime.decode.perplexity import onnx_window_scorer, perplexity
-    from svdq_edge.runtime.measure.latency import PeakRssGrowth, model_size_mb
     from svdq_edge.runtime.runtimes.session import make_session
     from svdq_edge.sources.load import gguf_path, load_config, load_tokenizer, resolve_source
 
@@ -93,55 +85,22 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     contexts = tuple(c for c in CONTEXTS if c < max_pos)
     builds = build_contenders(source, configs, out, accuracy_level, genai, gguf)
     names = list(builds)
-    llama = llamacpp and gguf is not None and llamacpp_available()
-    if llama:
-        builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
+    llama = gguf if llamacpp and gguf is not None and llamacpp_available() else None
     tok = load_tokenizer(source)
     ids = read_text_ids(tok, data, ppl_tokens)
-    # onnxruntime-genai's Generator first, before any other session exists (idle threads would skew it), with the
-    # same thread count written into every genai folder.
-    genai_dirs = {n: out / n for n in names if genai and genai_available() and is_genai_folder(out / n)}
-    for folder in genai_dirs.values():
-        set_session_threads(folder, threads)
-    gen_ms = decode_ms_interleaved(genai_dirs, ids[:128].tolist(), 64) if genai_dirs else {}
-    # Perplexity one contender at a time, each session freed after: a 1024-token window of a large vocabulary is
-    # GBs of logits, which every live session's arena would keep.
-    ppl, run_rss = [], []
-    for n in names:
-        gc.collect()
-        with PeakRssGrowth() as rss:  # the session's load and its perplexity windows, one contender at a time
-            ppl.append(perplexity(onnx_window_scorer(make_session(out / n, "cpu", threads)), ids, max_length,
-                                  stride, desc=f"ppl {n}"))
-        run_rss.append(rss.mb)
-    if llama:
+    gen_ms = _genai_decode_ms(names, out, ids, threads) if genai else {}
+    ppl, run_rss = _perplexities(names, out, ids, max_length, stride, threads, llama)
+    if llama is not None:
+        builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
         names.append("llamacpp")
-        gc.collect()
-        with PeakRssGrowth() as rss:
-            ppl.append(perplexity(LlamaCppDecoder.window_scorer(gguf, threads, max_length), ids, max_length,
-                                  stride, desc="ppl llamacpp"))
-        run_rss.append(rss.mb)
     sessions = [make_session(out / n, "cpu", threads) for n in names if n != "llamacpp"]
-    if llama:
-        sessions.append(LlamaCppDecoder(gguf, threads, n_ctx=max(contexts) + 2))
+    if llama is not None:
+        sessions.append(LlamaCppDecoder(llama, threads, n_ctx=max(contexts) + 2))
     lat = measure_decoders(sessions, len(tok), contexts=contexts, runs=runs)
     del sessions
-    weight_mb = builds["fp32"]["weight_mb"]
     dump = {"configs": {k: c.to_dict() for k, c in configs.items()}, "builds": builds}
-    rows = []
-    for n, p, ls, rss_run in zip(names, ppl, lat, run_rss, strict=True):
-        d = {x.phase + str(x.context): x for x in ls}
-        b = builds[n]
-        size = gguf.stat().st_size / 1e6 if n == "llamacpp" else model_size_mb(out / n)
-        rss = f"{b['peak_rss_mb']:.0f} ({b['peak_rss_mb'] / weight_mb:.2f}x)" if "peak_rss_mb" in b else "-"
-        counts = {} if n == "llamacpp" else _op_counts(out / n)
-        rows.append([n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
-                     f"{100 * (p.ppl / ppl[0].ppl - 1):+.2f}%",
-                     f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
-                     f"{d['decode128'].p90_ms:.2f}", f"{d['decode128'].tokens_per_s:.0f}",
-                     f"{gen_ms[n]:.2f}" if n in gen_ms else "-", "-" if rss_run is None else f"{rss_run:.0f}",
-                     f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss])
-        dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
-                   "genai_decode_ms": gen_ms.get(n), "nodes": counts, "run_peak_rss_mb": rss_run}
+    rows = [_row(n, p, ls, rss, builds, gen_ms, gguf, out, contexts, ppl[0].ppl, dump)
+            for n, p, ls, rss in zip(names, ppl, lat, run_rss, strict=True)]
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
     _plot(out / "decode_vs_ppl.png", dump, names)
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value} head "
@@ -149,10 +108,68 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     header = (f"{model}: {len(ids)} tokens of {data.name} -> {ppl[0].tokens} scored (window {max_length}, stride "
               f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1, {runs} timed steps; {ours}; MatMulNBits "
               f"accuracy_level {accuracy_level} (ours and ORT RTN block {_block(configs)}); "
-              f"FP32 weights {weight_mb:.0f} MiB")
+              f"FP32 weights {builds['fp32']['weight_mb']:.0f} MiB")
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),
             "p90 @128", "tok/s @128", "genai Generator ms/tok", "run RSS MiB", "build s", "build peak RSS MiB"]
     return "\n".join([header, markdown_table(cols, rows)])
+
+
+def _genai_decode_ms(names: list[str], out: Path, ids, threads: int) -> dict[str, float]:
+    """onnxruntime-genai's Generator ms/token on every genai folder, first, before any other session exists (idle
+    threads would skew it), with the same thread count written into every genai folder."""
+    from svdq_edge.runtime.decode.genai import (
+        decode_ms_interleaved,
+        genai_available,
+        is_genai_folder,
+        set_session_threads,
+    )
+
+    dirs = {n: out / n for n in names if genai_available() and is_genai_folder(out / n)}
+    for folder in dirs.values():
+        set_session_threads(folder, threads)
+    return decode_ms_interleaved(dirs, ids[:128].tolist(), 64) if dirs else {}
+
+
+def _perplexities(names: list[str], out: Path, ids, max_length: int, stride: int, threads: int,
+                  llama: Path | None) -> tuple[list, list]:
+    """Perplexity and the peak RSS growth of running it, one contender at a time, each session freed after: a
+    1024-token window of a large vocabulary is GBs of logits, which every live session's arena would keep."""
+    from svdq_edge.runtime.decode.llamacpp import LlamaCppDecoder
+    from svdq_edge.runtime.decode.perplexity import onnx_window_scorer, perplexity
+    from svdq_edge.runtime.measure.latency import PeakRssGrowth
+    from svdq_edge.runtime.runtimes.session import make_session
+
+    scorers = [(n, lambda n=n: onnx_window_scorer(make_session(out / n, "cpu", threads))) for n in names]
+    if llama is not None:
+        scorers.append(("llamacpp", lambda: LlamaCppDecoder.window_scorer(llama, threads, max_length)))
+    ppl, run_rss = [], []
+    for n, scorer in scorers:
+        gc.collect()
+        with PeakRssGrowth() as rss:  # the session's load and its perplexity windows
+            ppl.append(perplexity(scorer(), ids, max_length, stride, desc=f"ppl {n}"))
+        run_rss.append(rss.mb)
+    return ppl, run_rss
+
+
+def _row(n: str, p, ls, rss_run, builds: dict, gen_ms: dict, gguf: Path | None, out: Path, contexts, ppl0: float,
+         dump: dict) -> list[str]:
+    """One contender's table row; its facts also go into `dump` (bench.json)."""
+    from svdq_edge.runtime.measure.latency import model_size_mb
+
+    d = {x.phase + str(x.context): x for x in ls}
+    b = builds[n]
+    size = gguf.stat().st_size / 1e6 if n == "llamacpp" else model_size_mb(out / n)
+    rss = f"{b['peak_rss_mb']:.0f} ({b['peak_rss_mb'] / builds['fp32']['weight_mb']:.2f}x)" \
+        if "peak_rss_mb" in b else "-"
+    counts = {} if n == "llamacpp" else _op_counts(out / n)
+    dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
+               "genai_decode_ms": gen_ms.get(n), "nodes": counts, "run_peak_rss_mb": rss_run}
+    return [n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
+            f"{100 * (p.ppl / ppl0 - 1):+.2f}%",
+            f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
+            f"{d['decode128'].p90_ms:.2f}", f"{d['decode128'].tokens_per_s:.0f}",
+            f"{gen_ms[n]:.2f}" if n in gen_ms else "-", "-" if rss_run is None else f"{rss_run:.0f}",
+            f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss]
 
 
 def _plot(path: Path, dump: dict, names: list[str]) -> None:

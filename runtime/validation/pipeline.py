@@ -68,7 +68,7 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
         for level in levels[label]:
             name = label if level == 0 or label in level_of else f"{label}-acc{level}"
             bar.set_description(f"export {name}")
-            out, s, _ = export_onnx(q, work / name, config.to_dict(), accuracy_level=level, overwrite=True,
+            out, s, _ = export_onnx(q, work / name, report.config.to_dict(), accuracy_level=level, overwrite=True,
                                     target=target)
             bar.update()
             backends.append(Backend(name, out, f"{config.method} W{config.bits} b{config.block_size} "

@@ -160,23 +160,24 @@ def tune(loaded, data, metric: str, max_size: float, work: Path, space: list[Can
             backends.append(Backend(c.label, path, f"accuracy_level {c.accuracy_level}"))
     results = validate(backends, loaded.tokenizer, data, loaded.task.value, loaded.model.config.vocab_size,
                        ("ort-cpu",), threads, list(shapes), runs, has_labels).results
-    base = results[0].size_mb
-    rows = []
-    for i, r in enumerate(results):
-        reference = i == 0  # FP32: its fidelity to itself is exact
-        row = {"label": r.backend.name, "ours": r.backend.name not in ("fp32", "ort-int8"),
-               "path": str(r.backend.path), "size_mb": r.size_mb, "size_ratio": r.size_mb / base,
-               "latency_ms": {f"{lat.batch}x{lat.seq}": lat.p50_ms for lat in r.latency},
-               "kl": 0.0 if reference and r.kl is None else r.kl,
-               "cosine": 1.0 if reference and r.cosine_mean is None else r.cosine_mean,
-               "accuracy": None if r.acc is None else r.acc.value}
-        if row[metric] is None:
-            raise UserError(f"metric {metric!r} does not apply to this model and data")
-        row["loss"] = loss_of(row, metric)
-        rows.append(row)
+    rows = [_row(r, i == 0, results[0].size_mb, metric) for i, r in enumerate(results)]
     first = f"{shapes[0][0]}x{shapes[0][1]}"
     for row, on in zip(rows, pareto([(r["size_ratio"], r["latency_ms"][first], r["loss"]) for r in rows]),
                        strict=True):
         row["frontier"] = on
     return {"metric": metric, "max_size": max_size, "graph": graph, "latency_shape": first, "rows": rows,
             "chosen": choose(rows, max_size), "failed": failed}
+
+
+def _row(r, reference: bool, fp32_mb: float, metric: str) -> dict:
+    """One validated backend as a tune row; the reference (FP32) has exact fidelity to itself."""
+    row = {"label": r.backend.name, "ours": r.backend.name not in ("fp32", "ort-int8"),
+           "path": str(r.backend.path), "size_mb": r.size_mb, "size_ratio": r.size_mb / fp32_mb,
+           "latency_ms": {f"{lat.batch}x{lat.seq}": lat.p50_ms for lat in r.latency},
+           "kl": 0.0 if reference and r.kl is None else r.kl,
+           "cosine": 1.0 if reference and r.cosine_mean is None else r.cosine_mean,
+           "accuracy": None if r.acc is None else r.acc.value}
+    if row[metric] is None:
+        raise UserError(f"metric {metric!r} does not apply to this model and data")
+    row["loss"] = loss_of(row, metric)
+    return row

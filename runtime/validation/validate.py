@@ -17,6 +17,7 @@ from svdq_edge.errors import UserError, first_line
 from svdq_edge.evaluation.data import TextDataset
 from svdq_edge.evaluation.evaluate import Accuracy
 from svdq_edge.evaluation.stats import PairedComparison, paired_compare
+from svdq_edge.exporters.onnx.names import Role, role_of
 from svdq_edge.runtime.measure.evaluate import onnx_outputs
 from svdq_edge.runtime.measure.latency import LatencyResult, PeakRssGrowth, measure_interleaved, model_size_mb
 from svdq_edge.runtime.measure.metrics import cosine_similarity, kl_divergence, top1_agreement
@@ -90,13 +91,13 @@ def linear_bits_per_weight(model_dir: Path) -> float:
             weights += attrs["K"] * attrs["N"]
             bits += 8 * sum(nbytes(i) for i in node.input[1:])
         elif node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMul", "Gemm") and \
-                len(node.input) > 1 and node.input[1] in inits and "_corr_" not in node.input[1]:
+                len(node.input) > 1 and node.input[1] in inits and role_of(node.input[1]) is not Role.CORRECTION:
             t = inits[node.input[1]]
             if len(t.dims) != 2:
                 continue
             weights += int(np.prod(t.dims))
             bits += 8 * sum(nbytes(i) for i in node.input[1:] if i in inits and i != node.input[0])
-    corr = sum(8 * nbytes(n) for n in inits if "_corr_" in n)
+    corr = sum(8 * nbytes(n) for n in inits if role_of(n) is Role.CORRECTION)
     return (bits + corr) / weights if weights else 32.0
 
 

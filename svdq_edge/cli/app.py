@@ -190,8 +190,8 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
         cfg = config.to_dict()
     else:
         loaded, cfg = load_model(model), None
-    if levels is None:  # measured: SmolLM2's GGUF at level 4 has llama.cpp's perplexity at 0.7x level 0's time/token
-        levels = AccuracyLevels(4 if loaded.task is ModelTask.CAUSAL_LM else 0)
+    if levels is None:
+        levels = AccuracyLevels.default_for(loaded.task is ModelTask.CAUSAL_LM)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph,
                                      ort_target=ort_format, target=target)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]

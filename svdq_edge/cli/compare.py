@@ -81,41 +81,28 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
     from svdq_edge.artifact.outputs import staged_output
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.evaluation.explain import explain
-    from svdq_edge.pipeline.compare import compare_methods, results_table, seed_summary_table
     from svdq_edge.runtime.validation.pipeline import build_backends
     from svdq_edge.runtime.validation.torch_parity import ort_checker
     from svdq_edge.sources.load import label2id_of, load_model
 
-    if ray_address is None and (device or per_device or artifacts):
-        raise UserError("--device, --per-device and --artifacts need --ray")
-    if ray_address is not None and ort_check:
-        raise UserError("--ort-check runs in this process: leave it out with --ray")
+    _check_ray_options(ray_address, device, per_device, artifacts, ort_check)
     forced = _forced()
     names = [m.strip() for m in methods.split(",") if m.strip()]
     bits_values = number_list(bits_list, "--bits-list")
     keeps = number_list(keep_list, "--keep-list", float, "numbers") if keep_list else [q["keep"]]
     seeds = number_list(calib_seeds, "--calib-seeds")
     q.pop("bits"), q.pop("keep"), q.pop("seed")
+    onnx_configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
+                                                     forced=forced, **q)
+                    for m in onnx_methods.split(",") if m.strip()}
     if _is_causal_lm(model):  # decoders: perplexity on raw text + prefill/decode latency, FP32 vs ORT RTN vs ours
-        from svdq_edge.runtime.validation.decoders import decoder_report
-
-        runtime_list = runtime_names(runtimes, "decoder")
-
-        configs = {f"ours-{m.strip()}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
-                                                    forced=forced, **q)
-                   for m in onnx_methods.split(",") if m.strip()}
-        with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite, inputs=(model, data)) as stage:
-            table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
-                                   out=stage, genai="genai" in runtime_list, llamacpp="llamacpp" in runtime_list)
-        click.echo(table)
+        _compare_decoder(model, data, onnx_configs, runtime_names(runtimes, "decoder"), out, overwrite, limit, runs,
+                         threads)
         return
     ds = read_glue_tsv(data, limit, label2id_of(model))
     # the PyTorch tables are one per listed bit width: bits always come from the list there
     grid = [_method_configs(names, seeds, tuple({*forced, "bits"}), bits=b, keep=k, **q)
             for b in bits_values for k in keeps]
-    onnx_configs = {f"ours-{m}": make_config(m.strip(), bits=bits_values[0], keep=keeps[0], seed=seeds[0],
-                                             forced=forced, **q)
-                    for m in onnx_methods.split(",") if m.strip()}
     do_onnx = backends.strip().lower() != "none"
     levels = parse_levels(accuracy_levels)
     shape_list, runtime_list = (parse_shapes(shapes), runtime_names(runtimes, "encoder")) if do_onnx else ([], [])
@@ -126,27 +113,9 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
         checker = ort_checker(loaded, ds, stage / "ort-check", threads) if ort_check else None
         md, dump = [], {}
         for configs in grid:
-            if sweep is None:
-                results, failed, placed = compare_methods(loaded, ds, configs, batch_size, ort_check=checker), {}, {}
-            else:
-                from svdq_edge.runtime.validation.sweep import sweep_methods
-
-                swept = sweep_methods(sweep, loaded, ds, configs, batch_size)
-                results, failed, placed = swept.results, swept.failed, swept.placed
-            c0 = next(iter(configs.values()))
-            b, k = c0.bits, c0.keep
-            head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if ort_check else ''}: W{b} block "
-                    f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
-                    f"{c0.embedding_bits or 'FP32'}, calibration seeds "
-                    f"{','.join(map(str, sorted({c.seed for c in configs.values()})))}")
-            tables = [results_table(results)] + [f"failed after a retry: {label}: {why}"
-                                                 for label, why in failed.items()]
-            if len(seeds) > 1 and any(c.calib_data for c in configs.values()):
-                tables.append("mean over calibration seeds:\n\n" + seed_summary_table(results))
-            click.echo(f"\n{head}\n" + "\n\n".join(tables))
-            md += [f"## {head}", "", *tables, ""]
-            dump[f"W{b} keep {k:g}"] = [_result_dict(r) | ({"ran_on": placed[r.label]} if r.label in placed else {})
-                                        for r in results] + [{"label": lb, "failed": why} for lb, why in failed.items()]
+            lines, key, rows = _method_table(configs, loaded, ds, batch_size, checker, sweep, len(seeds) > 1)
+            md += lines
+            dump[key] = rows
         (stage / "pytorch.json").write_text(json.dumps(dump, indent=2))
         if not do_onnx:
             (stage / "report.md").write_text("\n".join(md))
@@ -163,6 +132,53 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
                                 sweep=sweep if per_device else None, shared_artifacts=artifacts is not None)
     if not do_onnx:
         click.echo(f"\nwrote {out / 'pytorch.json'}, {out / 'report.md'}")
+
+
+def _check_ray_options(ray_address, device, per_device, artifacts, ort_check) -> None:
+    if ray_address is None and (device or per_device or artifacts):
+        raise UserError("--device, --per-device and --artifacts need --ray")
+    if ray_address is not None and ort_check:
+        raise UserError("--ort-check runs in this process: leave it out with --ray")
+
+
+def _compare_decoder(model, data, configs, runtime_list, out, overwrite, limit, runs, threads) -> None:
+    """A causal LM: perplexity on --data and prefill/decode latency of FP32, ORT RTN INT4 and ours (and genai's and
+    llama.cpp's where installed), each built in its own process."""
+    from svdq_edge.artifact.outputs import staged_output
+    from svdq_edge.runtime.validation.decoders import decoder_report
+
+    with staged_output(out or DEFAULT_OUT / "compare-causal-lm", overwrite, inputs=(model, data)) as stage:
+        table = decoder_report(model, configs, Path(data), ppl_tokens=limit or 16384, runs=runs, threads=threads,
+                               out=stage, genai="genai" in runtime_list, llamacpp="llamacpp" in runtime_list)
+    click.echo(table)
+
+
+def _method_table(configs, loaded, ds, batch_size, checker, sweep, many_seeds: bool) -> tuple[list[str], str, list]:
+    """One grid point's PyTorch comparison (locally, or one Ray task per method): printed, and returned as
+    (report.md lines, its pytorch.json key, its pytorch.json rows)."""
+    from svdq_edge.pipeline.compare import compare_methods, results_table, seed_summary_table
+
+    if sweep is None:
+        results, failed, placed = compare_methods(loaded, ds, configs, batch_size, ort_check=checker), {}, {}
+    else:
+        from svdq_edge.runtime.validation.sweep import sweep_methods
+
+        swept = sweep_methods(sweep, loaded, ds, configs, batch_size)
+        results, failed, placed = swept.results, swept.failed, swept.placed
+    c0 = next(iter(configs.values()))
+    b, k = c0.bits, c0.keep
+    head = (f"{ds.task} dev, n={len(ds)}, PyTorch{' + ONNX Runtime CPU' if checker else ''}: W{b} block "
+            f"{c0.block_size}, keep {k:g}, structure {c0.structure.value}, embedding "
+            f"{c0.embedding_bits or 'FP32'}, calibration seeds "
+            f"{','.join(map(str, sorted({c.seed for c in configs.values()})))}")
+    tables = [results_table(results)] + [f"failed after a retry: {label}: {why}"
+                                         for label, why in failed.items()]
+    if many_seeds and any(c.calib_data for c in configs.values()):
+        tables.append("mean over calibration seeds:\n\n" + seed_summary_table(results))
+    click.echo(f"\n{head}\n" + "\n\n".join(tables))
+    key = f"W{b} keep {k:g}"
+    rows = [_result_dict(r) | ({"ran_on": placed[r.label]} if r.label in placed else {}) for r in results]
+    return [f"## {head}", "", *tables, ""], key, rows + [{"label": lb, "failed": why} for lb, why in failed.items()]
 
 
 def _is_causal_lm(model: str | None) -> bool:
@@ -201,7 +217,8 @@ def _result_dict(r) -> dict:
     for ref in ("vs_fp32", "vs_rtn", "vs_svd"):
         p = getattr(r, ref)
         if p is not None:
-            d[ref] = {"diff": p.diff, "ci95": list(p.ci), "mcnemar_p": p.p_value}
+            d[ref] = {"diff": p.diff, "ci95": list(p.ci), "mcnemar_p": p.p_value, "b_only": p.b_only,
+                      "a_only": p.a_only}
     if r.ort is not None:
         d["ort_cpu"] = {"acc": r.ort.acc.value, "agree_with_torch": r.ort.agree_with_torch,
                         "max_abs_diff": r.ort.max_abs_diff}

@@ -88,12 +88,18 @@ def quantize_embedding_table(E: Tensor, bits: int, block_size: int, symmetric: b
 def quantize_input_embedding(model: nn.Module, bits: int, block_size: int, symmetric: bool = False,
                              clip: bool = False) -> tuple[str, QuantEmbedding]:
     """Replace the model's input token embedding (in place); a tied output head keeps using the same values."""
+    W = model.get_input_embeddings().weight
+    return install_input_embedding(model, quantize_embedding_table(W, bits, block_size, symmetric, clip))
+
+
+def install_input_embedding(model: nn.Module, packed: PackedWeight) -> tuple[str, QuantEmbedding]:
+    """Swap the input embedding for a QuantEmbedding of `packed` (its padding row and scale kept); a head tied to
+    the old table gets its own copy of the dequantized one. Used by the in-memory and the lazy quantize."""
     emb = model.get_input_embeddings()
     name = module_name(model, emb)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tied = head is not None and getattr(head, "weight", None) is emb.weight  # a quantized head is no longer tied
-    q = QuantEmbedding(quantize_embedding_table(emb.weight, bits, block_size, symmetric, clip), emb.padding_idx,
-                       embedding_scale(emb))
+    q = QuantEmbedding(packed, emb.padding_idx, embedding_scale(emb))
     set_module(model, name, q)
     if tied:
         # The head multiplies by the same (dequantized) table the input side gathers from.

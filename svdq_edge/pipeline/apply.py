@@ -17,14 +17,13 @@ from svdq_edge.config import ConfigError, Int8Scale, Kernel, QuantConfig, synthe
 from svdq_edge.evaluation.data import DataError
 from svdq_edge.model.embedding import quantize_embedding_table, quantize_input_embedding
 from svdq_edge.model.head import install_head, require_head
-from svdq_edge.model.modules import QuantLinear, set_module
 from svdq_edge.model.targets import find_targets, linear_weight
+from svdq_edge.pipeline.layers import check_finite, quantize_linears
 from svdq_edge.pipeline.report import LayerReport, QuantReport, layer_report
 from svdq_edge.quant.decompose import MixedWeight, decompose, relative_error
 from svdq_edge.quant.int8_scale import choose_scales, group_absmax, tensor_ranges
 from svdq_edge.quant.mixed_bits import assign_bits, packed_groups
 from svdq_edge.saliency import ScoreContext, get
-from svdq_edge.sources.load import ModelSourceError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
     report = QuantReport(config)
     if method.scale_search:
         for name, _ in targets:
-            _check_finite(name, linear_weight(model.get_submodule(name)))
+            check_finite(name, linear_weight(model.get_submodule(name)))
         stats, report.folds = fold_awq_scales(model, stats, config, {n for n, _ in targets}, progress)
         if not report.folds:
             note = (f"{config.method}: no scale folds for model type {getattr(model.config, 'model_type', '?')!r} "
@@ -118,15 +117,8 @@ def quantize_model(model: nn.Module, config: QuantConfig, stats: dict[str, Layer
         config, absmax, scaled = resolve_int8_scales(model, names, config, stats, progress)
         chosen = {n: m for n, m in chosen.items() if n not in absmax} | scaled  # the budget's were per column
         report.config = config
-    for name in tqdm(names, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
-        module = model.get_submodule(name)
-        W = linear_weight(module).detach().float()
-        _check_finite(name, W)
-        layer = config.for_layer(name)
-        mixed = chosen.pop(name, None) or decompose(W, layer, _score_context(stats, name), absmax.get(name))
-        report.layers.append(layer_report(name, W, mixed))
-        set_module(model, name, QuantLinear(mixed, module.bias, layer.kernel.value))
-        del module, W, mixed
+    quantize_linears(model, names, config, report, lambda _, m: linear_weight(m).detach().float(),
+                     lambda _, m: m.bias, lambda n: _score_context(stats, n), absmax, chosen, progress)
     shared = False
     if config.head_bits is not None:
         head_name, head = require_head(model)
@@ -169,7 +161,7 @@ def assign_layer_bits(model: nn.Module, names: list[str], config: QuantConfig, s
     base = config.replace(int8_scale=Int8Scale.COLUMN, layer_int8_scale=()) if config.kernel is Kernel.INT8 else config
     for name in tqdm(names, desc=f"quantize W{config.bits} and W8", disable=not progress):
         W = linear_weight(model.get_submodule(name)).detach().float()
-        _check_finite(name, W)
+        check_finite(name, W)
         ctx = _score_context(stats, name)
         n_weights += W.numel()
         results[name] = {b: decompose(W, base.replace(layer_bits={name: b}).for_layer(name), ctx)
@@ -218,6 +210,3 @@ def _score_context(stats: dict[str, LayerStats] | None, name: str) -> ScoreConte
     return ScoreContext(input_scale=None if st is None else st.mean_abs, hessian=None if st is None else st.H)
 
 
-def _check_finite(name: str, W: Tensor) -> None:
-    if not torch.isfinite(W).all():
-        raise ModelSourceError(f"layer {name}: weight contains NaN or Inf")

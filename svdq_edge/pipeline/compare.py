@@ -130,7 +130,7 @@ def evaluate_config(ref: Reference, label: str, config: QuantConfig, calib: dict
                         vs_fp32=paired_compare(fp32_correct, correct),
                         agree=top1_agreement(ref.logits, logits), kl=kl_divergence(ref.logits, logits),
                         out_err=sum(errs) / len(errs), bits=report.mean_bits(), seconds=seconds,
-                        ort=None if ort_check is None else ort_check(label, model, config, logits))
+                        ort=None if ort_check is None else ort_check(label, model, report.config, logits))
 
 
 def paired_results(ref: Reference, results: list[MethodResult]) -> list[MethodResult]:

@@ -15,24 +15,23 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
 from svdq_edge.config import ConfigError, Int8Scale, QuantConfig
 from svdq_edge.errors import UserError
-from svdq_edge.model.embedding import QuantEmbedding, embedding_scale, quantize_embedding_table
+from svdq_edge.model.embedding import install_input_embedding, quantize_embedding_table
 from svdq_edge.model.head import install_head, require_head
-from svdq_edge.model.modules import QuantLinear, module_name, set_module
+from svdq_edge.model.modules import module_name
 from svdq_edge.model.targets import find_targets
 from svdq_edge.pipeline.apply import check_tables
-from svdq_edge.pipeline.report import LayerReport, QuantReport, layer_report
+from svdq_edge.pipeline.layers import quantize_linears
+from svdq_edge.pipeline.report import LayerReport, QuantReport
 from svdq_edge.quant.blockwise import dequantize_blockwise
-from svdq_edge.quant.decompose import decompose
 from svdq_edge.quant.int8_scale import tensor_ranges
 from svdq_edge.quant.packing import PackedWeight, unpack
-from svdq_edge.saliency import ScoreContext, get
+from svdq_edge.saliency import get
 from svdq_edge.sources.lazy import LazyWeights
-from svdq_edge.sources.load import LoadedModel, ModelSourceError, auto_class, detect_task, load_config, load_tokenizer
+from svdq_edge.sources.load import LoadedModel, auto_class, detect_task, load_config, load_tokenizer
 
 log = logging.getLogger(__name__)
 TABLE_ROWS = 1024  # rows of a token table read at once (6 MB at hidden 1536; quantizing takes ~10x that)
@@ -102,24 +101,19 @@ def quantize_lazily(source: str, config: QuantConfig, progress: bool = True) -> 
     if not targets:
         raise ConfigError("no linear layers to quantize (all skipped or none present)")
     absmax = tensor_ranges(config, targets, lambda n: weights.read(f"{n}.weight"))  # shared by packed siblings
-    for name in tqdm(targets, desc=f"quantize {config.method} W{config.bits}", disable=not progress):
-        module = model.get_submodule(name)
+    def weight_of(name: str, module: nn.Module) -> Tensor:
         W = weights.read(f"{name}.weight")
-        W = W.T.contiguous() if isinstance(module, Conv1D) else W  # Conv1D stores [in, out]
-        if not torch.isfinite(W).all():
-            raise ModelSourceError(f"layer {name}: weight contains NaN or Inf")
-        layer = config.for_layer(name)
-        mixed = decompose(W, layer, ScoreContext(), absmax.get(name))
-        report.layers.append(layer_report(name, W, mixed))
-        bias = weights.read(f"{name}.bias") if module.bias is not None else None
-        set_module(model, name, QuantLinear(mixed, bias, layer.kernel.value))
-        del W, mixed
+        return W.T.contiguous() if isinstance(module, Conv1D) else W  # Conv1D stores [in, out]
+
+    quantize_linears(model, targets, config, report, weight_of,
+                     lambda n, m: weights.read(f"{n}.bias") if m.bias is not None else None,
+                     absmax=absmax, progress=progress)
     shared = _quantize_head(model, weights, config, report)
     if config.embedding_bits is not None and not shared:
         emb = model.get_input_embeddings()
         name = module_name(model, emb)
         packed, err = quantize_table_lazily(weights, f"{name}.weight", config.embedding_bits, config)
-        set_module(model, name, QuantEmbedding(packed, emb.padding_idx, embedding_scale(emb)))  # Gemma: sqrt(hidden)
+        install_input_embedding(model, packed)
         report.layers.append(_table_report(name, packed, err))
     materialize(model, weights.read, weights.__contains__)
     report.seconds = time.perf_counter() - start

@@ -1,7 +1,6 @@
 """The block-offset correction (GGUF's block mins) computes the same in ONNX Runtime as in PyTorch, alone and inside
 the fused decoder of a transcoded GGUF."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -29,7 +28,6 @@ from svdq_edge.runtime.runtimes.session import make_session
 from tests.exporters.helpers import op_counts
 from tests.ggml_files import random_blocks, write_tiny_llama_gguf
 
-needs_gguf = pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf package")
 OFFSET_TYPES = [GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q2_K, GGMLType.Q4_K, GGMLType.Q5_K]
 
 
@@ -42,7 +40,6 @@ def run(model, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"x": x})[0]
 
 
-@needs_gguf
 @pytest.mark.parametrize("accumulate", [Accumulate.GEMM, Accumulate.ADD], ids=lambda a: a.value)
 @pytest.mark.parametrize("kind", OFFSET_TYPES, ids=lambda t: t.name)
 def test_fragment_matches_pytorch(kind, accumulate):
@@ -60,7 +57,6 @@ def test_fragment_matches_pytorch(kind, accumulate):
     assert offsets > 100 * 1e-4 * np.abs(want).max()  # far above the tolerance: dropping them would fail
 
 
-@needs_gguf
 def test_two_dimensional_stream_is_one_gemm():
     """The fused decoder's form: x [rows, K], Reshape + ReduceSum + one Gemm accumulating into MatMulNBits."""
     mixed = mixed_of(GGMLType.Q4_K, N=32)
@@ -76,7 +72,6 @@ def test_two_dimensional_stream_is_one_gemm():
     np.testing.assert_allclose(run(model, x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-@needs_gguf
 def test_concat_rows_stacks_offsets_exactly():
     parts = [mixed_of(GGMLType.Q4_K, N=n, seed=n) for n in (32, 16, 16)]
     merged = concat_rows(parts)
@@ -92,7 +87,6 @@ def test_accuracy_levels_parse_and_apply_by_width():
             AccuracyLevels.of(bad)
 
 
-@needs_gguf
 @pytest.mark.parametrize("head", [None, GGMLType.Q6_K], ids=["tied-q8", "head-q6k"])
 def test_transcoded_gguf_fused_decoder_matches_pytorch(tmp_path, head):
     from svdq_edge.pipeline.transcode import transcode_gguf

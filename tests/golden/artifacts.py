@@ -39,24 +39,49 @@ def cases() -> dict[str, list[str]]:
         out[f"{task}-gptq"] = [model, "--method", "gptq", "--calib-data", train, "--calib-samples", "32"]
     out["smollm2-transcode"] = ["smollm2"]
     out["smollm2-recipe"] = ["smollm2", "--requantize", "--recipe", str(RECIPE)]
+    # tiny models built in code (tests/conftest.py): every fused graph family, exported by its builder
+    for family in TINY:
+        out[f"tiny-{family}"] = [f"tiny:{family}", "--block-size", "16", "--keep", "0.05", "--embedding-bits", "none"]
+    out["tiny-llama-tied-head8"] = ["tiny:llama_tied", "--block-size", "16", "--embedding-bits", "none",
+                                    "--head-bits", "8"]
     return out
 
 
-def cli(*args: str) -> None:
-    cmd = [sys.executable, "-c", "from svdq_edge.cli.app import main; main()", *args]
+CLI = "svdq_edge.cli.app"  # the command line's module ("svdq_edge.cli" before the restructure: --cli)
+TINY = ("bert", "llama", "qwen2", "mistral", "gemma3", "gpt2")
+
+
+def save_tiny(family: str, folder: Path) -> None:
+    from tests import conftest
+
+    getattr(conftest, f"tiny_{family}")().save_pretrained(folder)
+
+
+def cli(module: str, *args: str) -> None:
+    cmd = [sys.executable, "-c", f"from {module} import main; main()", *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every ONNX, safetensors and JSON file under folder."""
+    """Relative path -> sha256 of every ONNX, safetensors and JSON file under folder. JSON files are hashed without
+    their "seconds" fields (how long a step took is the one thing two equal runs never share)."""
     keep = (".onnx", ".onnx.data", ".safetensors", ".json")
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name.endswith(keep)
-    }
+    return {str(p.relative_to(folder)): hashlib.sha256(_content(p)).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name.endswith(keep)}
+
+
+def _content(path: Path) -> bytes:
+    if path.suffix != ".json":
+        return path.read_bytes()
+
+    def untimed(x):
+        if isinstance(x, dict):
+            return {k: untimed(v) for k, v in x.items() if k != "seconds"}
+        return [untimed(v) for v in x] if isinstance(x, list) else x
+
+    return json.dumps(untimed(json.loads(path.read_text())), sort_keys=True).encode()
 
 
 def main() -> None:
@@ -64,6 +89,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="JSON file of the digests")
     parser.add_argument("--compare", type=Path, help="an earlier JSON file: exit 1 unless every digest is equal")
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--cli", default=CLI, help="the module holding the command line's main")
     args = parser.parse_args()
     chosen = cases()
     if args.cases:
@@ -73,8 +99,11 @@ def main() -> None:
         for name, quantize_args in chosen.items():
             start = time.perf_counter()
             q, onnx = Path(tmp) / name / "q", Path(tmp) / name / "onnx"
-            cli("quantize", *quantize_args, "-o", str(q))
-            cli("export", str(q), "-o", str(onnx))
+            if quantize_args and quantize_args[0].startswith("tiny:"):
+                save_tiny(quantize_args[0][5:], Path(tmp) / name / "src")
+                quantize_args = [str(Path(tmp) / name / "src"), *quantize_args[1:]]
+            cli(args.cli, "quantize", *quantize_args, "-o", str(q))
+            cli(args.cli, "export", str(q), "-o", str(onnx))
             result[name] = {f"q/{k}": v for k, v in digest(q).items()}
             result[name].update({f"onnx/{k}": v for k, v in digest(onnx).items()})
             print(f"{name}: {len(result[name])} files, {time.perf_counter() - start:.0f} s", flush=True)

@@ -1,5 +1,6 @@
 """GGML unpacking against the gguf package's own dequantizers, and the MatMulNBits layout of the codes."""
 
+import gguf  # a dev dependency: its absence is an error, never a skip
 import numpy as np
 import pytest
 import torch
@@ -9,7 +10,6 @@ from svdq_edge.ggml.layout import permute_rows, rope_unpermute_index, to_mixed, 
 from svdq_edge.quant.packing import unpack as unpack_packed
 from tests.ggml_files import random_blocks
 
-gguf = pytest.importorskip("gguf")
 BLOCK_TYPES = sorted(UNPACKERS, key=lambda t: t.value)
 
 

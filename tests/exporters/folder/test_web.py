@@ -51,6 +51,7 @@ def test_decoder_web_export_generates_the_same_tokens(tmp_path, head_bits):
     assert list(generate_ids(OnnxDecoder(make_session(web, "cpu", 1)), prompt, 12)) == want
 
 
+@pytest.mark.slow
 def test_the_jsep_bundle_refuses_the_default_export_and_runs_the_web_one(tiny_bert_dir, tmp_path):
     from svdq_edge.runtime.runtimes.node import NodeRuntimeError, NodeSession, node_missing
 

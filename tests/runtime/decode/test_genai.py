@@ -4,6 +4,7 @@ its logits and greedy tokens against the PyTorch QuantLinear reference."""
 import json
 
 import numpy as np
+import onnxruntime_genai as og  # a dev dependency: its absence is an error, never a skip
 import pytest
 import torch
 
@@ -13,8 +14,6 @@ from svdq_edge.model.lm import greedy_ids
 from svdq_edge.pipeline.apply import quantize_model
 from svdq_edge.sources.load import LoadedModel, ModelTask
 from tests.conftest import tiny_gpt2, tiny_llama_tied
-
-og = pytest.importorskip("onnxruntime_genai", reason="the genai extra is not installed")
 
 CFG = QuantConfig(method="range", bits=4, block_size=16, keep=0.05, structure="channel", embedding_bits=None,
                   head_bits=8)

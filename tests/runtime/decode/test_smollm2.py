@@ -61,10 +61,9 @@ def test_greedy_tokens_match_pytorch_on_five_prompts(smollm2_int4, references):
 
 
 def test_genai_greedy_tokens_match_pytorch_on_five_prompts(smollm2_int4, references):
-    from svdq_edge.runtime.decode.genai import GenaiDecoder, genai_available
+    from svdq_edge.runtime.decode.genai import GenaiDecoder
 
-    if not genai_available():
-        pytest.skip("the genai extra is not installed")
+    require_package("onnxruntime_genai", "pip install 'svdq-edge[genai]'")
     loaded, out, _ = smollm2_int4
     assert json.loads((out / "genai_config.json").read_text())["search"]["past_present_share_buffer"] is True
     eos = loaded.tokenizer.eos_token_id

@@ -49,8 +49,8 @@ def test_real_session_latency_grows_with_the_work_and_memory_probe():
     feeds = [{"x": np.zeros((b, s, 64), dtype=np.float32)} for b, s in ((1, 1), (64, 256))]
     small, big = time_interleaved([sess, sess], feeds, warmup=2, runs=15)
     assert len(small) == len(big) == 15 and 0 < np.median(small) < np.median(big)
-    rss = peak_rss_mb()
-    assert rss is None or rss > 10
+    rss = peak_rss_mb()  # Linux (/proc): this process holds torch and onnxruntime, hundreds of MB
+    assert rss is not None and rss > 100
 
 
 def test_linear_bits_per_weight_counts_codes_scales_zeros_and_correction(tmp_path):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from svdq_edge.recipes import read_recipe
 from tests.synthetic import write_synthetic_llama
 
 pytestmark = pytest.mark.integration
@@ -20,9 +20,9 @@ LIMIT_MIB = 2048
 def test_synthetic_1b5_llama_quantizes_and_exports_under_2_gib(tmp_path):
     src, n_params = write_synthetic_llama(tmp_path / "llama-1b5")
     assert 1.4e9 < n_params < 1.6e9
-    config = json.loads((ROOT / "models" / "smollm2-135m.json").read_text())["config"]
+    config = read_recipe("smollm2-135m")["config"]
     out = tmp_path / "onnx"
-    proc = subprocess.run([sys.executable, "-m", "svdq_edge.runtime.bench.decoder", "child", "--model", str(src),
+    proc = subprocess.run([sys.executable, "-m", "svdq_edge.runtime.validation.build_child", "--model", str(src),
                            "--config", json.dumps(config), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     facts = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -84,6 +84,7 @@ def _always_fails(ref, label, config, calib):
     raise RuntimeError(f"broken candidate {label}")
 
 
+@pytest.mark.slow
 def test_a_killed_task_is_retried_and_a_failing_one_is_reported(cluster, sst2_like, tmp_path):
     from svdq_edge.runtime.validation.cluster import RaySweep
     from svdq_edge.runtime.validation.sweep import sweep_methods
@@ -147,6 +148,7 @@ def test_run_on_ray_validates_on_every_device_kind(cluster, tiny_bert_dir, tmp_p
     assert (tmp_path / "shared" / "run" / "backends" / "ours" / "model.onnx").is_file()  # built where nodes read
 
 
+@pytest.mark.slow
 def test_tune_on_ray_builds_the_same_candidates(cluster, tiny_encoder_dir, tmp_path):
     args = ["tune", str(tiny_encoder_dir), "--runs", "2", "--max-size", "0.5", "--threads", "1"]
     local = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "local")])

@@ -1,6 +1,7 @@
 """Small end-to-end runs of `svdq-edge compare` and `svdq-edge run` (real models, few examples, few timings)."""
 
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -38,8 +39,14 @@ def test_compare_prints_and_writes_pytorch_and_onnx_tables(tmp_path):
     assert [r["method"] for r in pt["W4 keep 0.01"]] == ["fp32", "rtn", "range"]
     rtn, ours = pt["W4 keep 0.01"][1], pt["W4 keep 0.01"][2]
     assert ours["vs_rtn"]["diff"] == pytest.approx(ours["acc"] - rtn["acc"])  # the paired test compares these rows
-    lo, hi = ours["vs_rtn"]["ci95"]
-    assert lo <= ours["vs_rtn"]["diff"] <= hi and 0 < ours["vs_rtn"]["mcnemar_p"] <= 1
+    # the interval and p-value follow from the discordant counts (Wald paired interval, exact McNemar), by hand
+    v, n = ours["vs_rtn"], ours["n"]
+    b, a = v["b_only"], v["a_only"]
+    assert v["diff"] == pytest.approx((b - a) / n)
+    se = math.sqrt(b + a - (b - a) ** 2 / n) / n
+    assert v["ci95"] == pytest.approx([v["diff"] - 1.959963984540054 * se, v["diff"] + 1.959963984540054 * se])
+    tail = sum(math.comb(a + b, i) for i in range(min(a, b) + 1)) / 2 ** (a + b) if a + b else 0.5
+    assert v["mcnemar_p"] == pytest.approx(min(1.0, 2 * tail))
 
 
 def test_run_on_the_embedded_default_model(tmp_path):

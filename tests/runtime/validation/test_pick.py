@@ -80,3 +80,21 @@ def test_quantization_options_make_the_one_candidate(tiny_bert_dir, tmp_path):
     assert r.exit_code == 0, r.output
     names = {x["backend"]["name"] for x in json.loads((out / "report.json").read_text())["results"]}
     assert names == {"fp32", "ort-int8", "ours"}
+
+
+def test_run_exports_the_config_as_resolved(tiny_bert_dir, tmp_path):
+    """--bits auto: the widths the budget chose are in the measured model.onnx and export.json, as in
+    quant_config.json (they once read `layer_bits: {}`, the config as requested)."""
+    import onnx
+
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["run", str(tiny_bert_dir), "--limit", "4", "--runs", "1", "--shapes", "1x8",
+                                  "--baselines", "ort-int8", "--accuracy-levels", "0", "--block-size", "32",
+                                  "--bits", "auto", "--bits-budget", "6", "--max-size", "0.9", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "backends" / "ours-quantized" / "quant_config.json").read_text())["config"]
+    assert saved["layer_bits"] and set(dict(saved["layer_bits"]).values()) == {4, 8}
+    exported = json.loads((out / "backends" / "ours" / "export.json").read_text())["quant_config"]
+    meta = {p.key: p.value for p in onnx.load(str(out / "backends" / "ours" / "model.onnx"),
+                                              load_external_data=False).metadata_props}
+    assert exported == saved == json.loads(meta["svdq_edge.quant_config"])

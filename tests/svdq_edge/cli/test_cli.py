@@ -190,6 +190,7 @@ def test_calibrated_quantize_records_its_calibration(tiny_bert_dir, tmp_path):
     assert f"H = X^T X from the calibration file {tsv}: 8 samples of up to 128 tokens" in r.output
 
 
+@pytest.mark.integration
 def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
     from tests.conftest import shared_path
 
@@ -200,6 +201,7 @@ def test_compare_refuses_to_calibrate_on_the_evaluation_file(tmp_path):
     one_line_error(r, "calibration and evaluation data must differ")
 
 
+@pytest.mark.integration
 def test_compare_lists_win_over_a_recipe(tmp_path):
     """compare's --methods, --bits-list, --keep-list and --calib-seeds label its tables: a recipe must not replace
     them (it once did, silently: the tables named settings that never ran)."""
@@ -314,6 +316,7 @@ def test_a_bug_is_not_dressed_as_a_user_error(tiny_bert_dir, tmp_path, monkeypat
     assert not (tmp_path / "q").exists() and not (tmp_path / "q2").exists()
 
 
+@pytest.mark.integration
 def test_compare_writes_its_folder_whole_or_not_at_all(tmp_path, monkeypatch):
     """run/compare refuse an existing report folder without --overwrite, and a failure half-way leaves the old
     folder as it was, with no staging folder or lock beside it."""
@@ -348,6 +351,7 @@ def test_lowrank_never_labels_a_method_that_did_not_run(tiny_bert_dir, tmp_path)
     assert (config["structure"], config["method"]) == ("lowrank", "svd")
 
 
+@pytest.mark.integration
 def test_compare_keeps_what_a_recipe_sets_when_no_list_names_it(tmp_path):
     """Without --keep-list / --keep, the recipe's keep is the one that runs and labels the table (the --keep default
     once replaced it silently: a SmolLM2 recipe with 4% ran at 1%)."""

@@ -32,6 +32,9 @@ def test_paired_compare_counts_discordant_pairs():
     r = paired_compare(a, b)
     assert (r.n, r.b_only, r.a_only) == (5, 2, 1)
     assert r.diff == pytest.approx(0.2)
-    assert r.ci[0] < r.diff < r.ci[1]
+    # Wald interval of a paired difference, by hand: se = sqrt(b + c - (b - c)^2 / n) / n, b = 2, c = 1, n = 5
+    se = math.sqrt(3 - 1 / 5) / 5
+    assert r.ci == pytest.approx((0.2 - 1.959963984540054 * se, 0.2 + 1.959963984540054 * se))
+    assert r.p_value == pytest.approx(1.0)  # McNemar on 2 vs 1 discordant pairs: 2 * (1 + 3) / 8 capped at 1
     with pytest.raises(ValueError):
         paired_compare([True], [True, False])

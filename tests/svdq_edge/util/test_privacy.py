@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import missing
 
 
@@ -20,6 +22,7 @@ def test_no_telemetry_keeps_a_users_own_setting(monkeypatch):
     assert os.environ["ORT_DISABLE_TELEMETRY"] == "0"
 
 
+@pytest.mark.slow
 def test_a_run_opens_no_internet_socket(tiny_bert_dir, tmp_path):
     """`run` (FP32, ORT INT8, ours; ONNX Runtime sessions, and OpenVINO where installed) under strace: no connect()
     to an IPv4/IPv6 address, DNS included. ONNX Runtime 1.32 looks up its telemetry host without the fix."""
