@@ -57,6 +57,7 @@ def test_text_labels_follow_the_models_label2id(tmp_path):
         read_glue_tsv(p, label2id={"negative": 0, "positive": 1})  # an SST-2 model on RTE data
 
 
+@pytest.mark.integration
 def test_the_shared_rte_model_names_its_labels():
     import json
 
