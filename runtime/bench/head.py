@@ -5,7 +5,7 @@
 
 The body is quantized once by the recipe (its head left FP32); then only the head's weight changes between rows, the
 input embedding held at 8 bits, and the PyTorch model scores the first --ppl-tokens tokens (sliding window, as
-`bench_decoder`; PyTorch computes in FP32, so figures sit ~0.1 below ONNX Runtime's int8-activation ones). At one
+`bench.decoder`; PyTorch computes in FP32, so figures sit ~0.1 below ONNX Runtime's int8-activation ones). At one
 token per step a head's cost is its bytes (49152 x 576 on SmolLM2: 8 bits cost ~0.3-0.4 ms/token more than 4,
 docs/decoders.md), so the question is which 4-bit head, or which share of 8-bit rows, keeps the perplexity.
 

@@ -1,5 +1,6 @@
 """Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `ort-web`, `ort-web-jsep`,
-`openvino`, `openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by bench_decoder's harness).
+`openvino`, `openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by
+runtime/validation/decoders.py).
 
 An encoder runtime opens a folder as a session with ONNX Runtime's calling shape (`get_inputs()`, `run(None,
 feed)`), so the same evaluation and the same interleaved timing serve every runtime. An optional runtime whose extra
@@ -28,7 +29,7 @@ class Runtime:
     summary: str
     tasks: frozenset[str]
     missing: Callable[[], str | None]  # why it cannot run on this machine; None when it can
-    # (folder holding model.onnx, intra-op threads) -> session; None for decoder runtimes run by bench_decoder
+    # (folder holding model.onnx, intra-op threads) -> session; None: a decoder runtime (validation/decoders.py)
     open: Callable[[Path, int | None], object] | None = None
     default: bool = False  # run without --runtimes wherever it can run
 

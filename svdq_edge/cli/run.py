@@ -1,4 +1,4 @@
-"""`svdq-edge run` (the main job), and the options and reporting that `compare` (cli_compare.py) shares with it."""
+"""`svdq-edge run` (the main job), and the options and reporting that `compare` (cli/compare.py) shares with it."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_greedy_tokens_equal_the_fp32_model_on_five_prompts(transcoded):
 
 
 def test_llamacpp_contender_scores_and_steps_the_same_tokens(transcoded):
-    """bench_decoder's llama.cpp contender (extra `llamacpp`) on the same file: perplexity close to the FP32 model's
+    """llama.cpp, a decoder contender (extra `llamacpp`) on the same file: perplexity close to the FP32 model's
     (its kernels quantize activations), and a timed decode step advances its cache by one token."""
     from svdq_edge.runtime.decode.llamacpp import LlamaCppDecoder, llamacpp_available
 
