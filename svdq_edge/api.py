@@ -8,6 +8,9 @@
 
 `model` may be a hub id, a local Hugging Face folder, a GGUF file (transcoded exactly unless a config is given),
 None (the embedded MiniLM), or an in-memory `transformers` model (quantized in place).
+
+As under the CLI, each entry point first switches off the telemetry of the runtimes it drives
+(`ORT_DISABLE_TELEMETRY=1` unless the process already sets it; OpenVINO's event; see svdq_edge/util/privacy.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from svdq_edge.config import QuantConfig, TranscodeConfig
+from svdq_edge.util.privacy import no_telemetry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,6 +55,7 @@ def quantize(model: str | Path | nn.Module | None = None, config: QuantConfig | 
              tokenizer=None, progress: bool = True) -> Quantized:
     """Quantize `model` with `config` (default: QuantConfig(), data-free W4). A GGUF file with no config is
     transcoded exactly; an in-memory model (with its `tokenizer`, when it has one) is quantized in place."""
+    no_telemetry()
     from svdq_edge.sources.load import gguf_path
 
     if model is not None and not isinstance(model, str | Path):
@@ -79,6 +84,7 @@ def _quantize_module(model: nn.Module, config: QuantConfig, tokenizer, progress:
 
 def load(folder: str | Path) -> Quantized:
     """A quantized folder (`svdq-edge quantize`, `Quantized.save`) back in memory."""
+    no_telemetry()
     from svdq_edge.artifact.io import load_quantized
 
     loaded, config = load_quantized(folder)
@@ -91,6 +97,7 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     does: MatMulNBits plus the FP32 correction; accuracy level 4 for causal LMs and 0 for encoders unless given;
     `target="web"` writes the quantized embedding in standard ops (every onnxruntime-web build); `ort_format`
     ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds. Returns the folder."""
+    no_telemetry()
     from svdq_edge.exporters.export import export_onnx
     from svdq_edge.exporters.onnx.linear import AccuracyLevels
     from svdq_edge.sources.load import ModelTask

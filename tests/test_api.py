@@ -46,3 +46,21 @@ def test_an_in_memory_model_quantizes_in_place_and_round_trips(tmp_path):
         back.save(tmp_path / "again")
     out = sq.export(tmp_path / "q", tmp_path / "onnx")
     assert json.loads((out / "export.json").read_text())["accuracy_level"] == "0"
+
+
+def test_the_api_switches_runtime_telemetry_off_as_the_cli_does():
+    """A user's own program that calls the API gets what the CLI gets (issue 29), and keeps a value of its own."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, svdq_edge as sq; from tests.conftest import tiny_bert; "
+            "before = os.environ.get('ORT_DISABLE_TELEMETRY'); "
+            "sq.quantize(tiny_bert(), sq.QuantConfig(block_size=16, embedding_bits=None), progress=False); "
+            "print(before, os.environ.get('ORT_DISABLE_TELEMETRY'))")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "1"]
+    out = subprocess.run([sys.executable, "-c", code], env=env | {"ORT_DISABLE_TELEMETRY": "0"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "0"]
