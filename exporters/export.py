@@ -25,7 +25,7 @@ from svdq_edge.exporters.fused import FusedUnsupported, build_fused, fused_unsup
 from svdq_edge.exporters.onnx.compat import stamp_lowest_ir
 from svdq_edge.exporters.onnx.external import ExternalData
 from svdq_edge.exporters.onnx.linear import AccuracyLevels
-from svdq_edge.exporters.onnx.names import Role, role_of, split_name
+from svdq_edge.exporters.onnx.names import Role, split_name, suffix_role
 from svdq_edge.exporters.traced.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.traced.splice import splice_quantized
 from svdq_edge.exporters.traced.torch_export import dense_copy, trace_to_onnx
@@ -82,11 +82,12 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
     embedding_shapes = embedding_shapes or {}
     for t in model.graph.initializer:
         b = _tensor_bytes(t)
-        layer, role = (split_name(t.name) or ("", ""))[0], role_of(t.name)
+        layer, suffix = split_name(t.name) or ("", "")
         if layer in embedding_shapes:
             r.embeddings += b
             r.quantized_embeddings += b
         elif layer in quant_shapes:
+            role = suffix_role(suffix)
             if role is Role.CORRECTION:  # FP32 corrections, block offsets included
                 r.correction += b
             elif role in (Role.CODES, Role.SCALES, Role.ZERO_POINTS):

@@ -22,8 +22,11 @@ ACTIVATIONS = {"gelu_new": "FastGelu", "gelu_pytorch_tanh": "FastGelu", "gelu": 
 class GPT2Builder(DecoderBuilder):
     """GPT-2 causal LMs (transformers' Conv1D linears) whose linears may be QuantLinear."""
 
-    LAYERS, ATTENTION, INPUT_NORM, POST_ATTENTION_NORM, FINAL_NORM = "transformer.h", "attn", "ln_1", "ln_2", \
-        "transformer.ln_f"
+    LAYERS = "transformer.h"
+    ATTENTION = "attn"
+    INPUT_NORM = "ln_1"
+    POST_ATTENTION_NORM = "ln_2"
+    FINAL_NORM = "transformer.ln_f"
 
     @classmethod
     def unsupported_reason(cls, config) -> str | None:

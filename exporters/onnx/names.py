@@ -35,12 +35,14 @@ def split_name(init: str) -> tuple[str, str] | None:
     return (layer, suffix) if sep and layer else None
 
 
-def role_of(init: str) -> Role | None:
-    """The role of a quantized layer's initializer (None: not written by a quantized layer)."""
-    parts = split_name(init)
-    if parts is None:
-        return None
-    suffix = parts[1]
+def suffix_role(suffix: str) -> Role:
+    """The role a suffix (after `.weight_`) names."""
     if suffix in EXACT:
         return EXACT[suffix]
     return next((role for pattern, role in PATTERNS if pattern.fullmatch(suffix)), Role.CONSTANT)
+
+
+def role_of(init: str) -> Role | None:
+    """The role of a quantized layer's initializer (None: not written by a quantized layer)."""
+    parts = split_name(init)
+    return None if parts is None else suffix_role(parts[1])
