@@ -99,8 +99,10 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     lat = measure_decoders(sessions, len(tok), contexts=contexts, runs=runs)
     del sessions
     dump = {"configs": {k: c.to_dict() for k, c in configs.items()}, "builds": builds}
-    rows = [_row(n, p, ls, rss, builds, gen_ms, gguf, out, contexts, ppl[0].ppl, dump)
-            for n, p, ls, rss in zip(names, ppl, lat, run_rss, strict=True)]
+    rows = []
+    for n, p, ls, rss in zip(names, ppl, lat, run_rss, strict=True):
+        row, dump[n] = _row(n, p, ls, rss, builds, gen_ms, gguf, out, contexts, ppl[0].ppl)
+        rows.append(row)
     (out / "bench.json").write_text(json.dumps(dump, indent=2))
     _plot(out / "decode_vs_ppl.png", dump, names)
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value} head "
@@ -151,9 +153,9 @@ def _perplexities(names: list[str], out: Path, ids, max_length: int, stride: int
     return ppl, run_rss
 
 
-def _row(n: str, p, ls, rss_run, builds: dict, gen_ms: dict, gguf: Path | None, out: Path, contexts, ppl0: float,
-         dump: dict) -> list[str]:
-    """One contender's table row; its facts also go into `dump` (bench.json)."""
+def _row(n: str, p, ls, rss_run, builds: dict, gen_ms: dict, gguf: Path | None, out: Path, contexts,
+         ppl0: float) -> tuple[list[str], dict]:
+    """One contender's table row, and its facts for bench.json."""
     from svdq_edge.runtime.measure.latency import model_size_mb
 
     d = {x.phase + str(x.context): x for x in ls}
@@ -162,14 +164,15 @@ def _row(n: str, p, ls, rss_run, builds: dict, gen_ms: dict, gguf: Path | None, 
     rss = f"{b['peak_rss_mb']:.0f} ({b['peak_rss_mb'] / builds['fp32']['weight_mb']:.2f}x)" \
         if "peak_rss_mb" in b else "-"
     counts = {} if n == "llamacpp" else _op_counts(out / n)
-    dump[n] = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
-               "genai_decode_ms": gen_ms.get(n), "nodes": counts, "run_peak_rss_mb": rss_run}
-    return [n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
-            f"{100 * (p.ppl / ppl0 - 1):+.2f}%",
-            f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
-            f"{d['decode128'].p90_ms:.2f}", f"{d['decode128'].tokens_per_s:.0f}",
-            f"{gen_ms[n]:.2f}" if n in gen_ms else "-", "-" if rss_run is None else f"{rss_run:.0f}",
-            f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss]
+    facts = {"ppl": p.to_dict(), "latency": [x.to_dict() for x in ls], "size_mb": size,
+             "genai_decode_ms": gen_ms.get(n), "nodes": counts, "run_peak_rss_mb": rss_run}
+    row = [n, f"{size:.1f}", str(sum(counts.values())) if counts else "-", f"{p.ppl:.3f}",
+           f"{100 * (p.ppl / ppl0 - 1):+.2f}%",
+           f"{d['prefill128'].p50_ms:.0f}", *(f"{d[f'decode{c}'].p50_ms:.2f}" for c in contexts),
+           f"{d['decode128'].p90_ms:.2f}", f"{d['decode128'].tokens_per_s:.0f}",
+           f"{gen_ms[n]:.2f}" if n in gen_ms else "-", "-" if rss_run is None else f"{rss_run:.0f}",
+           f"{b['seconds']:.0f}" if n != "llamacpp" else "-", rss]
+    return row, facts
 
 
 def _plot(path: Path, dump: dict, names: list[str]) -> None:
