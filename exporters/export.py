@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from svdq_edge.artifact.layout import ONNX_FILE, Layout
 from svdq_edge.artifact.outputs import staged_output
 from svdq_edge.artifact.side_files import carry_side_files
 from svdq_edge.errors import UserError
@@ -32,7 +33,6 @@ from svdq_edge.exporters.traced.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.model.embedding import QuantEmbedding
 from svdq_edge.sources.load import LoadedModel, ModelTask, portable_source
 
-ONNX_FILE = "model.onnx"
 EXPORT_REPORT = "export.json"
 TWO_GB = 2**31
 log = logging.getLogger(__name__)
@@ -105,12 +105,13 @@ def size_report(model: onnx.ModelProto, quant_shapes: dict[str, tuple[int, int]]
 def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | None = None,
                 element_form: str = "auto", accuracy_level: int | AccuracyLevels = 0, overwrite: bool = False,
                 opset: int = 18, graph: str = "auto", ort_target: str | None = None,
-                target: str = "cpu") -> tuple[Path, SizeReport, dict]:
+                target: str = "cpu", layout: Layout | str = Layout.ORT) -> tuple[Path, SizeReport, dict]:
     """Write the ONNX folder atomically; returns (folder, size report, layer table).
 
     `ort_target` ("arm" or "amd64"): also write model.ort and required_operators.config for ONNX Runtime's mobile
     and minimal builds (exporters/folder/mobile.py). `target` "web": quantized token lookups in standard ops, for the
     onnxruntime-web builds without GatherBlockQuantized (exporters/folder/web.py); "cpu" keeps the contrib op.
+    `layout` "transformers.js": the file under onnx/, as transformers.js fetches it (folder/transformers_js.py).
 
     `graph` (causal LMs only): "fused" builds the onnxruntime-genai graph directly (exporters/fused/),
     "traced" traces the model with torch.onnx (any architecture, Optimum's layout), "auto" takes fused where the
@@ -120,6 +121,10 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
         raise UserError(f"graph must be one of {GRAPHS}, got {graph!r}")
     if target not in TARGETS:
         raise UserError(f"target must be one of {TARGETS}, got {target!r}")
+    layout = Layout(layout)
+    if layout is Layout.TRANSFORMERS_JS and ort_target is not None:
+        raise UserError("the ORT format (model.ort) is for ONNX Runtime's mobile builds: write it with the ort "
+                        "layout, not the transformers.js one")
     out = Path(out_dir)
     start = time.perf_counter()
     path = _graph_path(loaded, graph)
@@ -158,6 +163,13 @@ def export_onnx(loaded: LoadedModel, out_dir: str | Path, quant_config: dict | N
 
             write_ort_format(tmp, ort_target)
             report["ort_format"] = {"file": "model.ort", "target": str(ort_target)}
+        if layout is Layout.TRANSFORMERS_JS:
+            from svdq_edge.exporters.folder.transformers_js import dtype_of, to_transformers_js
+
+            dtype = dtype_of(layers)
+            report["transformers_js"] = {"file": str(to_transformers_js(tmp, dtype).relative_to(tmp)),
+                                         "dtype": dtype}
+        report["layout"] = str(layout)
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
     return out, sizes, layers
 

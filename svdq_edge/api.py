@@ -92,11 +92,13 @@ def load(folder: str | Path) -> Quantized:
 
 
 def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level: int | str | None = None,
-           graph: str = "auto", target: str = "cpu", ort_format: str | None = None, overwrite: bool = False) -> Path:
+           graph: str = "auto", target: str = "cpu", ort_format: str | None = None, layout: str = "ort",
+           overwrite: bool = False) -> Path:
     """Write the ONNX folder of a quantized model (a Quantized, or a quantized folder's path) as `svdq-edge export`
     does: MatMulNBits plus the FP32 correction; accuracy level 4 for causal LMs and 0 for encoders unless given;
     `target="web"` writes the quantized embedding in standard ops (every onnxruntime-web build); `ort_format`
-    ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds. Returns the folder."""
+    ("arm"/"amd64") adds model.ort for ONNX Runtime's mobile builds; `layout="transformers.js"` puts the file where
+    transformers.js loads it (onnx/model_<dtype>.onnx, dtype in config.json). Returns the folder."""
     no_telemetry()
     from svdq_edge.exporters.export import export_onnx
     from svdq_edge.exporters.onnx.linear import AccuracyLevels
@@ -106,5 +108,5 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     levels = (AccuracyLevels.default_for(q.loaded.task is ModelTask.CAUSAL_LM) if accuracy_level is None
               else AccuracyLevels.of(accuracy_level))
     out, _, _ = export_onnx(q.loaded, output, q.config.to_dict(), accuracy_level=levels,
-                            overwrite=overwrite, graph=graph, ort_target=ort_format, target=target)
+                            overwrite=overwrite, graph=graph, ort_target=ort_format, target=target, layout=layout)
     return out

@@ -77,9 +77,11 @@ def trace_decoder_with_past(model: nn.Module, opset: int = 18) -> tuple[onnx.Mod
             for _ in range(2 * layout.num_layers)]
     inputs = ["input_ids", "attention_mask", "position_ids", *layout.past_names()]
     outputs = ["logits", *layout.present_names()]
-    dims = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-            "position_ids": {0: "batch", 1: "sequence"},
-            "past": [{0: "batch", 2: "past_sequence"} for _ in past]}
+    # Optimum's and the fused graph's dim names: transformers.js sizes an empty past by the name "batch_size"
+    dims = {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+            "position_ids": {0: "batch_size", 1: "sequence_length"},
+            "past": [{0: "batch_size", 2: "past_sequence_length"} for _ in past]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(wrapper, (ids, mask, pos, past), dynamo=True, opset_version=opset,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import onnx
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.errors import UserError
 
 GENAI_MODULE = "onnxruntime_genai"
@@ -70,7 +71,7 @@ def pin_kv_dims(folder: Path) -> None:
     """Give the graph's symbolic KV head dimension its value from genai_config.json, so a plain ONNX Runtime loop
     can allocate an empty cache. Only the declared shapes change (the weights stay in their external file)."""
     head = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["head_size"]
-    path = folder / "model.onnx"
+    path = model_file(folder)
     model = onnx.load(str(path), load_external_data=False)
     changed = False
     for v in [*model.graph.input, *model.graph.output]:

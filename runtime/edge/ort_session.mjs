@@ -1,7 +1,9 @@
 // One ONNX Runtime JavaScript session served over stdin/stdout to svdq_edge.runtime.runtimes.node.NodeSession.
 //
-//   node ort_session.mjs MODEL.onnx THREADS PACKAGE
+//   node ort_session.mjs MODEL.onnx THREADS PACKAGE [EXTERNAL_DATA]
 //
+// EXTERNAL_DATA: the model's external data file (model.onnx.data, or model_q4.onnx_data in transformers.js's
+// layout), which the web build is handed as bytes under the name the graph refers to.
 // PACKAGE: onnxruntime-node (native CPU kernels), onnxruntime-web (the WASM build browsers run; here in Node), or
 // onnxruntime-web/webgpu (the WebGPU/JSEP bundle transformers.js loads in browsers; its WASM CPU kernels here).
 //
@@ -11,11 +13,11 @@
 // session.run alone, measured here, so the pipe's round trip is not counted as the model's latency.
 // The first response (no request) is {ready: true, version, inputs, outputs, rss_before} (bytes, before the model
 // loaded); an error is {error: "one line"}.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-const [model, threads, pkg] = process.argv.slice(2);
+const [model, threads, pkg, externalData] = process.argv.slice(2);
 const web = pkg.startsWith('onnxruntime-web');
 const ort = await import(web ? pkg : 'onnxruntime-node');
 
@@ -71,8 +73,8 @@ async function open() {
   // The WebGPU/JSEP bundle fetches its worker script by URL for threads, which Node cannot: one thread there.
   ort.env.wasm.numThreads = pkg === 'onnxruntime-web/webgpu' ? 1 : Math.max(Number(threads), 0);
   const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
-  if (existsSync(`${model}.data`)) {
-    options.externalData = [{ path: `${basename(model)}.data`, data: readFileSync(`${model}.data`) }];
+  if (externalData) {
+    options.externalData = [{ path: basename(externalData), data: readFileSync(externalData) }];
   }
   return ort.InferenceSession.create(readFileSync(model), options);
 }

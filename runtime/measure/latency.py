@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from svdq_edge.artifact.layout import model_files
 from svdq_edge.errors import UserError
 from svdq_edge.runtime.decode.session import decoder_feed, is_decoder
 
@@ -143,5 +144,5 @@ def _proc_status_mb(key: str) -> float | None:
 
 
 def model_size_mb(model_dir: str | Path) -> float:
-    """model.onnx plus any external data file, in MB."""
-    return sum(p.stat().st_size for p in Path(model_dir).glob("model.onnx*")) / 1e6
+    """The ONNX file plus its external data files, in MB."""
+    return sum(p.stat().st_size for p in model_files(model_dir)) / 1e6

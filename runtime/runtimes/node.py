@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from svdq_edge.artifact.layout import model_file, model_files
 from svdq_edge.errors import UserError
 
-EDGE_FILES = ("package.json", "package-lock.json", "ort_session.mjs")
+PACKAGE_FILES = ("package.json", "package-lock.json")  # the install folder is named by their hash
+SCRIPTS = ("ort_session.mjs", "tjs_tasks.mjs", "tjs_node.mjs", "tjs_browser.mjs")  # copied in on every use
 NODE_MIN_MAJOR = 18
 TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32",
          np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
@@ -35,8 +37,9 @@ TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(
 DTYPES = {v: k for k, v in TYPES.items()}
 
 
-NPM_PACKAGES = ("onnxruntime-node", "onnxruntime-web")
-PACKAGES = (*NPM_PACKAGES, "onnxruntime-web/webgpu")  # the last: onnxruntime-web's WebGPU/JSEP bundle
+ORT_PACKAGES = ("onnxruntime-node", "onnxruntime-web")
+NPM_PACKAGES = (*ORT_PACKAGES, "@huggingface/transformers", "puppeteer-core")  # what install_js checks for
+PACKAGES = (*ORT_PACKAGES, "onnxruntime-web/webgpu")  # the last: onnxruntime-web's WebGPU/JSEP bundle
 
 
 class NodeRuntimeError(UserError, RuntimeError):
@@ -64,24 +67,40 @@ def js_dir() -> Path:
     """Where the pinned npm packages are installed: $SVDQ_EDGE_JS_DIR, else a cache folder per lock-file hash."""
     if os.environ.get("SVDQ_EDGE_JS_DIR"):
         return Path(os.environ["SVDQ_EDGE_JS_DIR"]).expanduser()
-    digest = hashlib.sha256(b"".join((edge_dir() / f).read_bytes() for f in EDGE_FILES)).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join((edge_dir() / f).read_bytes() for f in PACKAGE_FILES)).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "svdq-edge" / f"js-{digest}"
 
 
 def install_js(target: Path | None = None) -> Path:
-    """`npm ci` of the pinned packages into `target` (default js_dir()), once; returns the folder. Written to a
+    """`npm ci` of the pinned packages into `target` (default js_dir()), once, and this version's scripts beside
+    them (Node resolves a script's imports from its own folder); returns the folder. The install is written to a
     temporary sibling and renamed into place, so a failed or interrupted install leaves nothing half-made."""
     target = target or js_dir()
-    if all((target / "node_modules" / pkg / "package.json").is_file() for pkg in NPM_PACKAGES):
-        return target
+    if not all((target / "node_modules" / pkg / "package.json").is_file() for pkg in NPM_PACKAGES):
+        _npm_ci(target)
+    for name in SCRIPTS:
+        _copy_if_changed(edge_dir() / name, target / name)
+    return target
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    data = src.read_bytes()
+    if dst.is_file() and dst.read_bytes() == data:
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(dst)  # atomic: a concurrent user reads the old or the new script, never half of one
+
+
+def _npm_ci(target: Path) -> None:
     why = node_missing()
     if why is not None:
         raise NodeRuntimeError(f"ort-node cannot run: {why}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        for f in EDGE_FILES:
+        for f in PACKAGE_FILES:
             shutil.copy2(edge_dir() / f, tmp / f)
         env = os.environ | {"ONNXRUNTIME_NODE_INSTALL": "skip"}  # no CUDA download: the CPU binaries ship in npm
         done = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -96,7 +115,6 @@ def install_js(target: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 @dataclass(frozen=True)
@@ -124,14 +142,14 @@ class NodeSession:
     def __init__(self, folder: Path, threads: int | None = None, package: str = "onnxruntime-node"):
         if package not in PACKAGES:
             raise ValueError(f"package must be one of {PACKAGES}, got {package!r}")
-        path = Path(folder) / "model.onnx"
-        if not path.is_file():
-            raise UserError(f"{path}: no such ONNX file")
+        path = model_file(folder)
+        data = [str(p.resolve()) for p in model_files(folder) if p != path][:1]  # all our exports write one
         js = install_js()
         self.package = package
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(["node", str(js / "ort_session.mjs"), str(path.resolve()), str(threads or 0),
-                                       package], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+                                       package, *data], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._stderr)
         ready, _ = self._receive()
         self.version = ready.get("version")
         self.threads = ready.get("threads")  # what the runtime used (the JSEP bundle runs one thread under Node)

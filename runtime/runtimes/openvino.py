@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,7 @@ class OpenVinoSession:
     def __init__(self, folder: Path, threads: int | None = None, precision: str | None = None):
         import openvino as ov
 
-        path = Path(folder) / "model.onnx"
-        if not path.is_file():
-            raise UserError(f"{path}: no such ONNX file")
+        path = model_file(folder)
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.errors import UserError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -47,7 +48,7 @@ def make_session(model: str | Path | bytes, provider: str = "cpu", threads: int 
     providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
     path_or_bytes = model if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes) and Path(model).is_dir():
-        path_or_bytes = str(Path(model) / "model.onnx")
+        path_or_bytes = str(model_file(model))
     if not isinstance(path_or_bytes, bytes) and not Path(path_or_bytes).is_file():
         raise UserError(f"{path_or_bytes}: no such ONNX file")
     sess = ort.InferenceSession(path_or_bytes, so, providers=providers)

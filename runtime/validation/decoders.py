@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.config import QuantConfig
 from svdq_edge.util.table import markdown_table
 
@@ -204,5 +205,5 @@ def _block(configs: dict[str, QuantConfig]) -> int:
 def _op_counts(folder: Path) -> dict[str, int]:
     import onnx
 
-    return dict(collections.Counter(n.op_type for n in onnx.load(str(folder / "model.onnx"),
+    return dict(collections.Counter(n.op_type for n in onnx.load(str(model_file(folder)),
                                                                   load_external_data=False).graph.node))

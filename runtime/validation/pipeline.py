@@ -39,10 +39,11 @@ class BuiltBackends:
 def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConfig],
                    baselines: tuple[str, ...] = DEFAULT_BASELINES, accuracy_levels: tuple[int, ...] = (0,),
                    save_quantized_dirs: bool = False, level_of: dict[str, int] | None = None,
-                   target: str = "cpu") -> BuiltBackends:
+                   target: str = "cpu", layout: str = "ort") -> BuiltBackends:
     """FP32 ONNX first, then ORT's baselines built from it, then our exports: one per labelled config and
     MatMulNBits accuracy level (level 0 keeps the label, level L adds `-accL`). A label in `level_of` is exported
-    once, at that level, under its own label. `target`: export_onnx's ("web": no GatherBlockQuantized).
+    once, at that level, under its own label. `target`, `layout`: export_onnx's, for our exports ("web": no
+    GatherBlockQuantized; "transformers.js": the file under onnx/ as transformers.js fetches it).
 
     `loaded.model` is left untouched (each config quantizes a copy).
     """
@@ -69,7 +70,7 @@ def build_backends(loaded: LoadedModel, work: Path, configs: dict[str, QuantConf
             name = label if level == 0 or label in level_of else f"{label}-acc{level}"
             bar.set_description(f"export {name}")
             out, s, _ = export_onnx(q, work / name, report.config.to_dict(), accuracy_level=level, overwrite=True,
-                                    target=target)
+                                    target=target, layout=layout)
             bar.update()
             backends.append(Backend(name, out, f"{config.method} W{config.bits} b{config.block_size} "
                                                f"keep {config.keep:g} {config.structure.value}, "

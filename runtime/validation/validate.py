@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.errors import UserError, first_line
 from svdq_edge.evaluation.data import TextDataset
 from svdq_edge.evaluation.evaluate import Accuracy
@@ -28,7 +29,7 @@ DEFAULT_SHAPES = ((1, 128), (8, 128))
 @dataclass(frozen=True)
 class Backend:
     name: str
-    path: Path  # folder holding model.onnx
+    path: Path  # an exported folder (either layout: svdq_edge.artifact.layout)
     note: str = ""
 
 
@@ -75,7 +76,7 @@ class BackendResult:
 def linear_bits_per_weight(model_dir: Path) -> float:
     """Storage bits per weight of the matmul weights in an ONNX file (MatMulNBits + our corrections, INT8 dynamic
     MatMulInteger weights, or FP32 MatMul initializers)."""
-    m = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
+    m = onnx.load(str(model_file(model_dir)), load_external_data=False)
     inits = {i.name: i for i in m.graph.initializer}
 
     def nbytes(name: str) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from svdq_edge.artifact.layout import find_model_file, model_file
 from svdq_edge.cli.common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
 from svdq_edge.errors import UserError
 from svdq_edge.util.logs import configure
@@ -93,7 +94,7 @@ def inspect(folder):
     from svdq_edge.evaluation.explain import explain, layer_table, onnx_folder_summary
 
     if not (folder / QUANT_CONFIG_FILE).is_file():
-        if not (folder / "model.onnx").is_file():
+        if find_model_file(folder) is None:
             raise UserError(f"{folder}: neither a quantized folder ({QUANT_CONFIG_FILE}) nor an ONNX folder "
                             "(model.onnx)")
         for line in onnx_folder_summary(folder):
@@ -132,7 +133,7 @@ def evaluate(model, data, limit, batch_size):
     from svdq_edge.evaluation.evaluate import accuracy, predict_logits
     from svdq_edge.sources.load import label2id_of
 
-    if model is not None and (Path(model) / "model.onnx").is_file():
+    if model is not None and Path(model).is_dir() and find_model_file(model) is not None:
         return _evaluate_onnx(Path(model), data, limit, batch_size)
     ds = read_glue_tsv(data, limit, label2id_of(model))
     loaded = load_any(model)
@@ -164,9 +165,13 @@ def evaluate(model, data, limit, batch_size):
 @click.option("--ort-format", type=click.Choice(["arm", "amd64"]), default=None,
               help="also write model.ort (ORT format, for ONNX Runtime's mobile and minimal builds) optimized for this "
                    "CPU family, and the required_operators.config a minimal build is compiled with")
+@click.option("--layout", type=click.Choice(["ort", "transformers.js"]), default="ort", show_default=True,
+              help="transformers.js: the model as onnx/model_<dtype>.onnx with the dtype (and external data) named in "
+                   "config.json and the chat template in tokenizer_config.json, so transformers.js's "
+                   "pipeline(task, folder) loads it with no options; every svdq-edge command reads both layouts")
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
-def export(model, output, fp32, element_form, accuracy_level, exact, graph, target, ort_format, overwrite):
+def export(model, output, fp32, element_form, accuracy_level, exact, graph, target, ort_format, layout, overwrite):
     """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
     from svdq_edge.artifact.io import is_quantized_dir, load_quantized
     from svdq_edge.artifact.outputs import claim_output
@@ -193,10 +198,10 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
     if levels is None:
         levels = AccuracyLevels.default_for(loaded.task is ModelTask.CAUSAL_LM)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph,
-                                     ort_target=ort_format, target=target)
+                                     ort_target=ort_format, target=target, layout=layout)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
-               f"accuracy level {levels}) -> {out}/model.onnx{' + model.ort' if ort_format else ''}: "
+               f"accuracy level {levels}) -> {model_file(out)}{' + model.ort' if ort_format else ''}: "
                f"{sizes.summary()}")
 
 
@@ -216,7 +221,7 @@ def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int)
         raise UserError(f"{folder}: not a sequence classifier (eval measures accuracy on labelled GLUE data)")
     tokenizer = load_tokenizer(str(folder))
     if tokenizer is None:
-        raise UserError(f"{folder}: no tokenizer files beside model.onnx")
+        raise UserError(f"{folder}: no tokenizer files beside the ONNX model")
     ds = read_glue_tsv(data, limit, config.label2id)
     require_labels(ds, config.num_labels)
     logits = onnx_outputs(make_session(folder, "cpu", None), tokenizer, ds, batch_size=batch_size, desc="eval")

@@ -37,7 +37,7 @@ def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, 
     cfg = SamplingConfig(temperature, top_k, top_p, seed)
     tokenizer = load_tokenizer(str(onnx_dir))
     if tokenizer is None:
-        raise UserError(f"{onnx_dir}: no tokenizer files next to model.onnx")
+        raise UserError(f"{onnx_dir}: no tokenizer files next to the ONNX model")
     ids = prompt_ids(tokenizer, prompt, chat)
     runtime = pick_runtime(onnx_dir, runtime)
     tokens = _token_stream(onnx_dir, runtime, ids, max_new_tokens, cfg, tokenizer, provider, threads)

@@ -150,6 +150,8 @@ def ray_sweep(address: str | None, device: str | None = None):
 @click.option("--target", type=click.Choice(["cpu", "web"]), default="cpu", show_default=True,
               help="export target of our candidates (web: no GatherBlockQuantized, for onnxruntime-web's WebGPU/JSEP "
                    "bundle; see `export --target`)")
+@click.option("--layout", type=click.Choice(["ort", "transformers.js"]), default="ort", show_default=True,
+              help="folder layout of our candidates and so of the shipped folder (see `export --layout`)")
 @click.option("--objective", type=click.Choice([o.value for o in Objective]), default="balanced", show_default=True,
               help="how the shipped candidate is picked: balanced = the fastest whose loss (KL, or 1 - cosine) is at "
                    "most the best ORT baseline's; size, speed, fidelity = the best on that axis")
@@ -168,7 +170,7 @@ def ray_sweep(address: str | None, device: str | None = None):
                    "ADDRESS (extra `cluster`; put --ray after MODEL, or write --ray local for a local Ray)")
 @artifacts_option
 @user_errors
-def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, target, objective,
+def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, baselines, target, layout, objective,
         max_size, max_loss, out, overwrite, limit, ray_address, artifacts, **q):
     """The main job: quantize MODEL several ways, export, validate and benchmark every candidate under ONNX Runtime
     beside FP32 and ORT's own quantizers, pick one by --objective and copy it to OUT/ship. With quantization options
@@ -205,7 +207,8 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
         work = backends_folder(stage, out, artifacts)
         candidates = {"ours": config} if _quant_options_given(q, method) else encoder_candidates(config)
         built = build_backends(loaded, work, candidates, names, levels, save_quantized_dirs=True,
-                               level_of={label: 4 for label in candidates if label != "ours"}, target=target)
+                               level_of={label: 4 for label in candidates if label != "ours"}, target=target,
+                               layout=layout)
         ours = (f"{config.method} W{config.bits} b{config.block_size} keep {config.keep:g} {config.structure.value}, "
                 f"embedding {config.embedding_bits or 'FP32'}-bit")
         title = f"svdq-edge run: {model_name(loaded.source)} ({loaded.task.value}), ours = {ours}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from svdq_edge.artifact.layout import model_file
 from svdq_edge.util.table import markdown_table
 
 
@@ -75,9 +76,10 @@ def onnx_folder_summary(folder: Path) -> list[str]:
     import onnx
 
     report = json.loads((folder / "export.json").read_text()) if (folder / "export.json").is_file() else {}
-    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    path = model_file(folder)
+    graph = onnx.load(str(path), load_external_data=False)
     ops = Counter(n.op_type for n in graph.graph.node)
-    lines = [f"{folder / 'model.onnx'}: ONNX IR {graph.ir_version}, opsets "
+    lines = [f"{path}: ONNX IR {graph.ir_version}, opsets "
              + ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in graph.opset_import)
              + (f"; {report.get('graph', '?')} graph, target {report.get('target', 'cpu')}, accuracy level "
                 f"{report.get('accuracy_level', '?')}" if report else "; no export.json (not written by svdq-edge)"),
