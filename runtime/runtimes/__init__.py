@@ -1,6 +1,6 @@
 """Runtimes that serve an exported folder, by name: `ort-cpu`, `ort-cuda`, `ort-node`, `ort-web`, `ort-web-jsep`,
-`openvino`, `openvino-f32` (encoders); `genai`, `llamacpp` (decoders, timed by
-runtime/validation/decoders.py).
+`ort-web-chromium`, `ort-web-jsep-chromium`, `openvino`, `openvino-f32` (encoders); `genai`, `llamacpp` (decoders,
+timed by runtime/validation/decoders.py).
 
 An encoder runtime opens a folder as a session with ONNX Runtime's calling shape (`get_inputs()`, `run(None,
 feed)`), so the same evaluation and the same interleaved timing serve every runtime. An optional runtime whose extra
@@ -84,6 +84,21 @@ def _node_missing() -> str | None:
     return node_missing()
 
 
+def _open_chromium(package: str) -> Callable[[Path, int | None], object]:
+    def open_(folder: Path, threads: int | None):
+        from svdq_edge.runtime.runtimes.node import NodeSession
+        from svdq_edge.runtime.runtimes.transformers_js import chromium_path
+
+        return NodeSession(folder, threads, package, chromium=chromium_path())
+    return open_
+
+
+def _chromium_missing() -> str | None:
+    from svdq_edge.runtime.runtimes.transformers_js import Where, missing
+
+    return missing(Where.CHROMIUM)
+
+
 def runtimes() -> dict[str, Runtime]:
     """Every runtime svdq-edge knows, by name (built on call: no module-level state)."""
     ov_missing = _module_missing("openvino", "openvino")
@@ -99,6 +114,12 @@ def runtimes() -> dict[str, Runtime]:
         Runtime("ort-web-jsep", "onnxruntime-web's WebGPU/JSEP bundle (what transformers.js loads in browsers), its "
                 "WASM CPU kernels, in a Node.js child process", frozenset({ENCODER}), _node_missing,
                 _open_node("onnxruntime-web/webgpu")),
+        Runtime("ort-web-chromium", "onnxruntime-web's WASM build in a headless Chromium page (Debian's chromium; "
+                "threads through cross-origin isolation)", frozenset({ENCODER}), _chromium_missing,
+                _open_chromium("onnxruntime-web")),
+        Runtime("ort-web-jsep-chromium", "onnxruntime-web's WebGPU/JSEP bundle (transformers.js's browser build) in a "
+                "headless Chromium page, its WASM EP", frozenset({ENCODER}), _chromium_missing,
+                _open_chromium("onnxruntime-web/webgpu")),
         Runtime("openvino", "OpenVINO CPU plugin, its default inference precision (bf16 where the CPU has it)",
                 frozenset({ENCODER}), ov_missing, _open_openvino(None)),
         Runtime("openvino-f32", "OpenVINO CPU plugin, inference precision f32", frozenset({ENCODER}), ov_missing,

@@ -29,7 +29,8 @@ from svdq_edge.artifact.layout import model_file, model_files
 from svdq_edge.errors import UserError
 
 PACKAGE_FILES = ("package.json", "package-lock.json")  # the install folder is named by their hash
-SCRIPTS = ("ort_session.mjs", "tjs_tasks.mjs", "tjs_node.mjs", "tjs_browser.mjs")  # copied in on every use
+# copied in on every use
+SCRIPTS = ("ort_session.mjs", "ort_browser.mjs", "browser.mjs", "tjs_tasks.mjs", "tjs_node.mjs", "tjs_browser.mjs")
 NODE_MIN_MAJOR = 18
 TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32",
          np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
@@ -139,17 +140,23 @@ class NodeSession:
     with `get_inputs()`, `get_outputs()` and `run(None, feed)` like an ONNX Runtime session. `last_run_s`: Node's
     own time of the last `run`."""
 
-    def __init__(self, folder: Path, threads: int | None = None, package: str = "onnxruntime-node"):
-        if package not in PACKAGES:
-            raise ValueError(f"package must be one of {PACKAGES}, got {package!r}")
+    def __init__(self, folder: Path, threads: int | None = None, package: str = "onnxruntime-node",
+                 chromium: str | None = None):
+        """`chromium`: the browser binary; the web packages then run in a headless Chromium page
+        (runtime/edge/ort_browser.mjs) instead of in Node."""
+        if package not in PACKAGES or (chromium is not None and package == "onnxruntime-node"):
+            raise ValueError(f"package must be one of {PACKAGES} (a web one in Chromium), got {package!r}")
         path = model_file(folder)
         data = [str(p.resolve()) for p in model_files(folder) if p != path][:1]  # all our exports write one
         js = install_js()
-        self.package = package
+        self.package = package if chromium is None else f"{package} in Chromium"
+        self.in_browser = chromium is not None
         self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(["node", str(js / "ort_session.mjs"), str(path.resolve()), str(threads or 0),
-                                       package, *data], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr)
+        args = [str(path.resolve()), str(threads or 0), package]
+        args = ["ort_browser.mjs", *args, data[0] if data else "-", chromium] if chromium else \
+            ["ort_session.mjs", *args, *data]
+        self._proc = subprocess.Popen(["node", str(js / args[0]), *args[1:]], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr)
         ready, _ = self._receive()
         self.version = ready.get("version")
         self.threads = ready.get("threads")  # what the runtime used (the JSEP bundle runs one thread under Node)
@@ -164,7 +171,10 @@ class NodeSession:
 
     def rss_growth_mb(self) -> float | None:
         """The Node process's peak RSS (VmHWM) over its RSS before the model loaded, in MB: the model's own memory, as
-        PeakRssGrowth measures it for a session in this process; None where /proc is absent."""
+        PeakRssGrowth measures it for a session in this process; None where /proc is absent, and in a browser (the
+        model lives in Chromium's renderer process, not in Node)."""
+        if self.in_browser:
+            return None
         try:
             status = Path(f"/proc/{self._proc.pid}/status").read_text()
         except OSError:

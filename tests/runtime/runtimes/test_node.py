@@ -31,9 +31,18 @@ def _node():
 
 
 def _node_session(folder, package="onnxruntime-node"):
+    """A session of `package`; "<package>@chromium" runs it in a headless Chromium page (the runtime
+    ort-web-chromium), skipped without a browser here (a failure under CI)."""
     from svdq_edge.runtime.runtimes.node import NodeSession
+    from svdq_edge.runtime.runtimes.transformers_js import Where, chromium_path
+    from svdq_edge.runtime.runtimes.transformers_js import missing as browser_missing
 
-    return NodeSession(folder, threads=1, package=package)
+    package, _, where = package.partition("@")
+    if where:
+        why = browser_missing(Where(where))
+        if why is not None:
+            missing(f"no browser here: {why}")
+    return NodeSession(folder, threads=1, package=package, chromium=chromium_path() if where else None)
 
 
 @pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
@@ -88,7 +97,7 @@ def test_run_tables_ort_node_and_ort_web_beside_ort_cpu(tiny_bert_dir, tmp_path)
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web", "onnxruntime-web@chromium"])
 def test_default_minilm_export_embeds_as_python(tmp_path, package):
     from svdq_edge.evaluation.data import TextDataset
     from svdq_edge.runtime.measure.evaluate import onnx_outputs
@@ -107,7 +116,7 @@ def test_default_minilm_export_embeds_as_python(tmp_path, package):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web", "onnxruntime-web@chromium"])
 def test_sst2_classifier_labels_equal_python(tmp_path, package):
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.runtime.measure.evaluate import onnx_outputs
@@ -124,7 +133,7 @@ def test_sst2_classifier_labels_equal_python(tmp_path, package):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web"])
+@pytest.mark.parametrize("package", ["onnxruntime-node", "onnxruntime-web", "onnxruntime-web@chromium"])
 def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path, package):
     """The default export (accuracy level 4). onnxruntime-node computes it as Python does (int8 activations);
     onnxruntime-web's WASM MatMulNBits ignores the level and computes in FP32, so its tokens are those of Python on
@@ -138,7 +147,7 @@ def test_smollm2_transcode_greedy_tokens_equal_python(tmp_path, package):
     assert runner.invoke(main, ["quantize", "smollm2", "-o", str(tmp_path / "q")]).exit_code == 0
     assert runner.invoke(main, ["export", str(tmp_path / "q"), "-o", str(tmp_path / "onnx")]).exit_code == 0
     reference = tmp_path / "onnx"
-    if package == "onnxruntime-web":
+    if package.startswith("onnxruntime-web"):
         reference = tmp_path / "exact"
         assert runner.invoke(main, ["export", str(tmp_path / "q"), "-o", str(reference), "--exact"]).exit_code == 0
     tok = _tokenizer(tmp_path / "onnx")

@@ -89,6 +89,28 @@ def test_run_ships_a_folder_the_browser_runs(tiny_bert_dir, tmp_path):
     assert got["labels"] == [f"LABEL_{i}" for i in logits.argmax(1)]
 
 
+def test_run_tables_the_chromium_runtimes_beside_ort_cpu(tiny_bert_dir, tmp_path):
+    """ort-web-chromium and ort-web-jsep-chromium: onnxruntime-web's two builds in a Chromium page, in run's table
+    with the same fidelity as Python's ONNX Runtime on the web target's files, and a latency measured in the page."""
+    import json
+
+    from tests.runtime.runtimes.helpers import run_across
+
+    _require(Where.CHROMIUM)
+    out = tmp_path / "report"
+    r = run_across(tiny_bert_dir, out, "ort-cpu,ort-web-chromium,ort-web-jsep-chromium", "--target", "web")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "report.json").read_text())["results"]
+    by = {(row["runtime"], row["backend"]["name"]): row for row in rows}
+    assert {rt for rt, _ in by} == {"ort-cpu", "ort-web-chromium", "ort-web-jsep-chromium"} and len(by) >= 9
+    for (rt, backend), row in by.items():
+        if rt != "ort-cpu":
+            ref = by[("ort-cpu", backend)]
+            assert row["agree"] == (1.0 if ref["agree"] is None else ref["agree"]), (rt, backend)
+            assert row["kl"] == pytest.approx(ref["kl"] or 0.0, abs=1e-5), (rt, backend)
+            assert row["latency"][0]["p50_ms"] > 0
+
+
 def _sst2_sentences(n=None):
     rows = shared_path("data", "glue", "sst2", "dev.tsv").read_text().splitlines()[1:]
     return [r.split("\t")[0] for r in rows[:n]]
