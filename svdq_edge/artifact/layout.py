@@ -27,12 +27,15 @@ class Layout(str, Enum):
 
 
 def find_model_file(folder: str | Path) -> Path | None:
-    """The folder's ONNX file in either layout; None when it holds none. More than one file under onnx/ (several
-    dtypes of one model) is an error: the caller cannot know which one is meant."""
+    """The folder's ONNX file in either layout; None when it holds none. The transformers.js layout is a model
+    folder (config.json at the top), not any folder with a subfolder named onnx. More than one file under onnx/
+    (several dtypes of one model) is an error: the caller cannot know which one is meant."""
     folder = Path(folder)
     top = folder / ONNX_FILE
     if top.is_file():
         return top
+    if not (folder / "config.json").is_file():
+        return None
     found = sorted((folder / ONNX_SUBFOLDER).glob("model*.onnx"))
     if len(found) > 1:
         raise UserError(f"{folder / ONNX_SUBFOLDER}: several ONNX files ({', '.join(p.name for p in found)}); "

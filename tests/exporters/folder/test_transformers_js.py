@@ -100,6 +100,10 @@ def test_chat_template_joins_tokenizer_config(tmp_path):
 
 def test_one_onnx_file_per_folder(tmp_path):
     (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"")
+    assert find_model_file(tmp_path) is None  # no config.json: a folder that holds an ONNX folder, not a model
+    (tmp_path / "onnx" / "model.onnx").unlink()
+    (tmp_path / "config.json").write_text("{}")
     assert find_model_file(tmp_path) is None
     with pytest.raises(UserError, match="no ONNX model"):
         model_file(tmp_path)

@@ -41,7 +41,8 @@ def test_graph_has_the_optimum_kv_layout(exported):
     assert inputs == ["input_ids", "attention_mask", "position_ids", *layout.past_names()]
     assert outputs == ["logits", *layout.present_names()]
     past = next(i for i in m.graph.input if i.name == "past_key_values.0.key").type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in past] == ["batch", layout.kv_heads, "past_sequence", layout.head_dim]
+    want = ["batch_size", layout.kv_heads, "past_sequence_length", layout.head_dim]  # transformers.js's names
+    assert [d.dim_param or d.dim_value for d in past] == want
     assert op_counts(out / "model.onnx")["MatMulNBits"] == sum(1 for n, _ in model.named_modules()
                                                                  if type(_).__name__ == "QuantLinear")
 
