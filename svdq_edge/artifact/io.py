@@ -91,13 +91,15 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | Transco
     task = ModelTask(meta["task"])
     model = skeleton(load_config(str(path)), task)
     state = load_file(str(path / WEIGHTS_FILE))
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"{path}: {WEIGHTS_FILE} tensor {bad} holds NaN or infinity")
     used = set()
     for name, lm in meta["layers"].items():
         prefix = name + "."
         tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         used |= {prefix + k for k in tensors}
-        cls = QuantEmbedding if lm.get("kind") == "embedding" else QuantLinear
-        set_module(model, name, cls.from_tensors(lm, tensors))
+        set_module(model, name, _checked_layer(path, name, lm, tensors))
     try:
         materialize(model, state.__getitem__, state.__contains__)
     except StreamError as e:
@@ -112,6 +114,22 @@ def load_quantized(path: str | Path) -> tuple[LoadedModel, QuantConfig | Transco
     if not source.startswith("embedded:") and (Path(path) / source).exists():
         source = str((Path(path) / source).resolve())
     return LoadedModel(model, load_tokenizer(str(path)), task, source, str(path)), config
+
+
+def _checked_layer(path: Path, name: str, meta: dict, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The quantized layer `name` rebuilt from its saved tensors, after checking they can be that layer (shapes,
+    dtypes, correction indices in range): a damaged folder is a one-line error naming the layer, never a model that
+    exports or runs with garbage."""
+    cls = QuantEmbedding if meta.get("kind") == "embedding" else QuantLinear
+    try:
+        layer = cls.from_tensors(meta, tensors)
+    except KeyError as e:
+        raise UserError(f"{path}: layer {name}: {e.args[0]!r} missing from {WEIGHTS_FILE} or "
+                        f"{QUANT_CONFIG_FILE}") from None
+    why = (layer.packed if isinstance(layer, QuantEmbedding) else layer.mixed).problem()
+    if why is not None:
+        raise UserError(f"{path}: layer {name}: {why}")
+    return layer
 
 
 def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:

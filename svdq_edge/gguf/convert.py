@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import struct
 from pathlib import Path
 
 from svdq_edge.artifact.outputs import staged_output
-from svdq_edge.errors import UserError
+from svdq_edge.errors import UserError, first_line
 
 SMOLLM2_ALIAS = "smollm2"
 
@@ -62,12 +63,18 @@ def gguf_to_hf(gguf: str | Path) -> Path:
             raise GGUFError(f"reading GGUF needs the {pkg!r} package: pip install 'svdq-edge[decoders]'")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from svdq_edge.gguf.file import GGUFFile
+
+    GGUFFile(gguf, known_types=False)  # a cut or corrupt file: the transcode path's one-line error, naming it
     # overwrite: a folder without config.json is not a finished conversion; two processes converting the same file
     # at once: the second fails in one line on the lock
     with staged_output(out, overwrite=True) as tmp:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32",
-                                                     trust_remote_code=False)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32",
+                                                         trust_remote_code=False)
+        except (ValueError, IndexError, KeyError, struct.error) as e:  # what transformers' GGUF reader raises
+            raise GGUFError(f"{gguf}: cannot be read as a model ({first_line(e)})") from None
         # The weights are now plain FP32 tensors; drop the GGUF marker so the folder loads as an ordinary model.
         del model.config.quantization_config
         model.hf_quantizer = None

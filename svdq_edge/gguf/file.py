@@ -39,7 +39,9 @@ class GGUFFile:
     through a memory map. The parsed header is not kept: the gguf reader holds every tokenizer string as a numpy
     array (~160 MB for a 49k vocabulary), and transformers parses the file again for the config and tokenizer."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, known_types: bool = True):
+        """`known_types=False`: read the header and check every tensor lies inside the file, but accept GGML types
+        this package cannot transcode (other readers, transformers' among them, may dequantize them)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise GGUFError(f"{path}: no such GGUF file")
@@ -63,7 +65,9 @@ class GGUFFile:
             try:
                 kind = GGMLType.of(int(t.tensor_type), t.name)
             except GGMLFormatError as e:
-                raise GGUFError(f"{path}: {e}") from None
+                if known_types:
+                    raise GGUFError(f"{path}: {e}") from None
+                continue
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))
             self.tensors[t.name] = GGUFTensor(t.name, kind, shape, int(t.data_offset), int(t.n_bytes))
         del reader

@@ -40,6 +40,11 @@ class ElementCorrection:
         S[self.rows.long(), self.cols.long()] = self.values
         return S
 
+    def problem(self, N: int, K: int) -> str | None:
+        if not self.rows.shape == self.cols.shape == self.values.shape or self.values.dim() != 1:
+            return f"rows, cols, values have shapes {[list(t.shape) for t in (self.rows, self.cols, self.values)]}"
+        return _out_of_range(self.rows, N, "rows") or _out_of_range(self.cols, K, "cols") or _finite(self.values)
+
 
 @dataclass(frozen=True)
 class ChannelCorrection:
@@ -57,6 +62,11 @@ class ChannelCorrection:
         S[:, self.channels.long()] = self.values
         return S
 
+    def problem(self, N: int, K: int) -> str | None:
+        if self.channels.dim() != 1 or tuple(self.values.shape) != (N, self.channels.numel()):
+            return f"channels {list(self.channels.shape)} and values {list(self.values.shape)} for a [{N}, {K}] weight"
+        return _out_of_range(self.channels, K, "channels") or _finite(self.values)
+
 
 @dataclass(frozen=True)
 class LowRankCorrection:
@@ -71,6 +81,12 @@ class LowRankCorrection:
 
     def dense(self, N: int, K: int) -> Tensor:
         return self.L @ self.R
+
+    def problem(self, N: int, K: int) -> str | None:
+        if self.L.dim() != 2 or self.R.dim() != 2 or self.L.shape[0] != N or self.R.shape[1] != K \
+                or self.L.shape[1] != self.R.shape[0]:
+            return f"L {list(self.L.shape)} and R {list(self.R.shape)} for a [{N}, {K}] weight"
+        return _finite(self.L) or _finite(self.R)
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,21 @@ class BlockOffsetCorrection:
 
     def dense(self, N: int, K: int) -> Tensor:
         return self.M.float().repeat_interleave(self.group(K), dim=1)
+
+    def problem(self, N: int, K: int) -> str | None:
+        if self.M.dim() != 2 or self.M.shape[0] != N or self.M.shape[1] == 0 or K % self.M.shape[1]:
+            return f"M {list(self.M.shape)} for a [{N}, {K}] weight"
+        return _finite(self.M)
+
+
+def _out_of_range(index: Tensor, n: int, name: str) -> str | None:
+    if index.numel() and (index.min() < 0 or index.max() >= n):
+        return f"{name} hold indices outside [0, {n})"
+    return None
+
+
+def _finite(values: Tensor) -> str | None:
+    return None if torch.isfinite(values).all() else "correction values hold NaN or infinity"
 
 
 Correction = ElementCorrection | ChannelCorrection | LowRankCorrection | BlockOffsetCorrection
@@ -118,6 +149,13 @@ class MixedWeight:
     @property
     def structure(self) -> Structure | None:
         return None if self.correction is None else STRUCTURE_OF[type(self.correction)]
+
+    def problem(self) -> str | None:
+        """Why the packed codes or the correction cannot be this weight; None when they can."""
+        why = self.packed.problem()
+        if why is None and self.correction is not None:
+            why = self.correction.problem(*self.shape)
+        return why
 
     def dequantize(self) -> Tensor:
         """W_hat float32 [N, K] = dequant(Q) + S."""

@@ -69,6 +69,22 @@ class PackedWeight:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.B, self.scales, self.zero_points))
 
+    def problem(self) -> str | None:
+        """Why these tensors cannot be this [N, K] weight (shapes, dtypes, non-finite scales); None when they can.
+        A quantized folder is checked with this before anything is built from it."""
+        if not 2 <= self.bits <= 8 or self.block_size <= 0 or self.N <= 0 or self.K <= 0:
+            return f"bits {self.bits}, block_size {self.block_size}, shape [{self.N}, {self.K}] out of range"
+        c, nb = self.fmt.value, -(-self.K // self.block_size)
+        want = {"B": ((self.N, nb, self.block_size * c // 8), torch.uint8), "scales": ((self.N, nb), torch.float32),
+                "zero_points": ((self.N, -(-nb * c // 8)), torch.uint8)}
+        for name, (shape, dtype) in want.items():
+            t = getattr(self, name)
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                return f"{name} is {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}"
+        if not torch.isfinite(self.scales).all():
+            return "scales hold NaN or infinity"
+        return None
+
 
 def _pack_codes(codes: Tensor, fmt: QuantFormat) -> Tensor:
     """uint8 [..., M] codes (M a multiple of per_byte) -> uint8 [..., M / per_byte]. Works in uint8 throughout: a
