@@ -31,7 +31,7 @@ from svdq_edge.exporters.traced.decoder import KVLayout, trace_decoder_with_past
 from svdq_edge.exporters.traced.splice import splice_quantized
 from svdq_edge.exporters.traced.torch_export import dense_copy, trace_to_onnx
 from svdq_edge.model.embedding import QuantEmbedding
-from svdq_edge.sources.load import LoadedModel, ModelTask, portable_source
+from svdq_edge.sources.load import LoadedModel, ModelTask, portable_source, save_config
 
 EXPORT_REPORT = "export.json"
 TWO_GB = 2**31
@@ -190,7 +190,7 @@ def _metadata(loaded: LoadedModel, out: Path, inputs: list[str], output: str, pa
 
 def _write_side_files(folder: Path, loaded: LoadedModel, genai: bool) -> None:
     """config.json, the tokenizer, sentence-transformers' files and (fused decoders) onnxruntime-genai's files."""
-    loaded.model.config.save_pretrained(folder)
+    save_config(loaded.model, folder)
     if loaded.tokenizer is not None:
         loaded.tokenizer.save_pretrained(folder)
         make_tokenizer_portable(folder)

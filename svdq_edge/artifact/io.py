@@ -23,7 +23,7 @@ from svdq_edge.errors import UserError
 from svdq_edge.model.embedding import QuantEmbedding
 from svdq_edge.model.modules import QuantLinear, set_module
 from svdq_edge.pipeline.report import QuantReport
-from svdq_edge.sources.load import LoadedModel, ModelTask, load_tokenizer, portable_source
+from svdq_edge.sources.load import LoadedModel, ModelTask, load_tokenizer, portable_source, save_config
 
 QUANT_CONFIG_FILE = "quant_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -49,7 +49,7 @@ def save_quantized(loaded: LoadedModel, report: QuantReport, out_dir: str | Path
         meta = {"format": FORMAT_VERSION, "config": report_dict["config"], "task": loaded.task.value,
                 "source": portable_source(loaded.source, out), "layers": layers, "report": report_dict}
         (tmp / QUANT_CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        model.config.save_pretrained(tmp)
+        save_config(model, tmp)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
         carry_side_files(loaded.folder, tmp)

@@ -120,20 +120,33 @@ def load_any(model: str | None):
 
 @main.command(name="eval")
 @click.argument("model", required=False)
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="GLUE TSV (SST-2, RTE, MRPC, QNLI)")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="first N examples only")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="GLUE TSV (SST-2, RTE, MRPC, QNLI) for a classifier; a plain text file (e.g. WikiText-2's "
+                   "wiki.test.raw) for a causal LM")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="first N examples (classifier) or tokens (causal LM) only")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--context", type=click.IntRange(min=2), default=1024, show_default=True,
+              help="causal LM: tokens per perplexity window")
+@click.option("--stride", type=click.IntRange(min=1), default=512, show_default=True,
+              help="causal LM: tokens between window starts (each token is scored once, with at least "
+                   "context - stride tokens before it)")
 @user_errors
-def evaluate(model, data, limit, batch_size):
-    """Accuracy of MODEL (FP32, a quantized folder, or an ONNX folder run under ONNX Runtime CPU) on a GLUE TSV,
-    with n and a 95% CI.
+def evaluate(model, data, limit, batch_size, context, stride):
+    """Accuracy of a classifier on a GLUE TSV (n and a 95% CI), or perplexity of a causal LM on a text file
+    (sliding windows, as llama-perplexity reports it). MODEL: FP32, a quantized folder, a GGUF, or an ONNX folder run
+    under ONNX Runtime CPU.
 
-    Example: svdq-edge eval out/sst2-w4-onnx --data ../shared/data/glue/sst2/dev.tsv"""
+    Examples: svdq-edge eval out/sst2-w4-onnx --data ../shared/data/glue/sst2/dev.tsv
+              svdq-edge eval out/smollm2-q41-onnx --data ../shared/data/wikitext2/wiki.test.raw --limit 8192"""
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.evaluation.evaluate import accuracy, predict_logits
     from svdq_edge.sources.load import label2id_of
 
-    if model is not None and Path(model).is_dir() and find_model_file(model) is not None:
+    onnx_folder = model is not None and Path(model).is_dir() and find_model_file(model) is not None
+    if _is_causal_lm(model):
+        return _evaluate_perplexity(model, onnx_folder, data, limit, context, stride)
+    if onnx_folder:
         return _evaluate_onnx(Path(model), data, limit, batch_size)
     ds = read_glue_tsv(data, limit, label2id_of(model))
     loaded = load_any(model)
@@ -203,6 +216,56 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
                f"accuracy level {levels}) -> {model_file(out)}{' + model.ort' if ort_format else ''}: "
                f"{sizes.summary()}")
+
+
+def _is_causal_lm(model: str | None) -> bool:
+    """From what svdq-edge saved (a quantized folder's task, an ONNX file's metadata), else from config.json (folders
+    written before config.json named the architecture of a GGUF model have none)."""
+    import onnx
+
+    from svdq_edge.artifact.io import is_quantized_dir, read_quant_meta
+    from svdq_edge.sources.load import ModelTask, detect_task, gguf_path, load_config, resolve_source
+
+    if gguf_path(model) is not None:
+        return True
+    if model is not None and is_quantized_dir(model):
+        return read_quant_meta(model)["task"] == ModelTask.CAUSAL_LM.value
+    path = None if model is None or not Path(model).is_dir() else find_model_file(model)
+    if path is not None:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if "svdq_edge.task" in meta:
+            return meta["svdq_edge.task"] == ModelTask.CAUSAL_LM.value
+    return detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM
+
+
+def _evaluate_perplexity(model: str, onnx_folder: bool, data: Path, limit: int | None, context: int,
+                         stride: int) -> None:
+    """eval on a causal LM: perplexity of the text file, the ONNX file under ONNX Runtime CPU or the model in
+    PyTorch."""
+    from svdq_edge.evaluation.data import read_text_ids
+    from svdq_edge.model.lm import torch_window_nll
+    from svdq_edge.runtime.decode.perplexity import onnx_window_scorer, perplexity
+    from svdq_edge.sources.load import load_tokenizer
+
+    if not data.is_file():
+        raise UserError(f"{data}: no such text file")
+    if onnx_folder:
+        from svdq_edge.runtime.runtimes.session import make_session
+
+        tokenizer, where = load_tokenizer(str(model)), "ONNX Runtime CPU"
+        score = onnx_window_scorer(make_session(Path(model), "cpu", None))
+    else:
+        loaded = load_any(model)
+        tokenizer, where = loaded.tokenizer, "PyTorch"
+        score = lambda ids, n: torch_window_nll(loaded.model, ids, n)  # noqa: E731
+    if tokenizer is None:
+        raise UserError(f"{model}: no tokenizer files (perplexity needs the model's tokenizer)")
+    ids = read_text_ids(tokenizer, data, limit)
+    if ids.shape[0] < 2:
+        raise UserError(f"{data}: fewer than 2 tokens of text")
+    p = perplexity(score, ids, context, min(stride, context - 1))
+    click.echo(f"perplexity ({where}): {p.ppl:.4f} over {p.tokens} tokens of {data.name} ({p.windows} windows of "
+               f"up to {context} tokens, stride {min(stride, context - 1)}; mean NLL {p.nll:.4f} nats)")
 
 
 def _evaluate_onnx(folder: Path, data: Path, limit: int | None, batch_size: int) -> None:

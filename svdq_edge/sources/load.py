@@ -135,6 +135,15 @@ def detect_task(config: PretrainedConfig) -> ModelTask:
     return ModelTask.FEATURE_EXTRACTION
 
 
+def save_config(model, folder: Path) -> None:
+    """config.json of `model` in `folder`, naming its class in `architectures` when the config does not (a config
+    read from a GGUF names none): the task of the folder is then read back from config.json, as every library
+    reads it."""
+    if not getattr(model.config, "architectures", None):
+        model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(folder)
+
+
 def load_config(source: str) -> PretrainedConfig:
     from transformers import AutoConfig
 

@@ -63,6 +63,8 @@ def test_saved_folder_reloads_the_same_model(tiny_gguf, tmp_path):
     # no absolute path of the machine that built it: the file relative to the folder, as the source is
     meta = json.loads((tmp_path / "q" / "quant_config.json").read_text())
     assert meta["config"]["file"] == meta["source"] == os.path.relpath(path, tmp_path / "q")
+    # a GGUF's config names no architecture; the saved one does, so every reader of config.json knows the task
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     ids = torch.arange(12)[None]
     with torch.no_grad():
         assert torch.equal(again.model(ids).logits, loaded.model(ids).logits)
