@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from svdq_edge.artifact.layout import find_model_file, model_file
-from svdq_edge.cli.common import DEFAULTS, make_config, quant_options, require_classifier, user_errors
+from svdq_edge.cli.common import (
+    DEFAULTS,
+    METHOD_HELP,
+    make_config,
+    quant_options,
+    require_classifier,
+    user_errors,
+)
 from svdq_edge.errors import UserError
 from svdq_edge.util.logs import configure
 from svdq_edge.util.memory import bound_heap
@@ -28,7 +35,7 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("model", required=False)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="quantized model folder")
-@click.option("--method", default=DEFAULTS.method, show_default=True, help="saliency method")
+@click.option("--method", default=DEFAULTS.method, show_default=True, help=METHOD_HELP)
 @quant_options
 @click.option("--requantize", is_flag=True,
               help="GGUF sources: quantize the dequantized weights again (rounds them twice) instead of "
@@ -38,7 +45,10 @@ def main(verbose: int) -> None:
 def quantize(model, output, method, requantize, overwrite, **q):
     """Quantize MODEL (hub id, HF folder; default: the embedded MiniLM) into a folder.
 
-    A quantized GGUF file (or `smollm2`) is transcoded: its codes, scales and mins are kept exactly."""
+    A quantized GGUF file (or `smollm2`) is transcoded: its codes, scales and mins are kept exactly.
+
+    Examples: svdq-edge quantize ../shared/models/minilm-l6-sst2 -o out/sst2-w4
+              svdq-edge quantize smollm2 -o out/smollm2-q41"""
     from svdq_edge.artifact.io import save_quantized
     from svdq_edge.artifact.outputs import claim_output
     from svdq_edge.sources.load import gguf_path
@@ -185,7 +195,10 @@ def evaluate(model, data, limit, batch_size, context, stride):
 @click.option("--overwrite", is_flag=True, help="replace an existing output folder")
 @user_errors
 def export(model, output, fp32, element_form, accuracy_level, exact, graph, target, ort_format, layout, overwrite):
-    """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX."""
+    """Export MODEL (a quantized folder, or an FP32 model with --fp32) to ONNX.
+
+    Examples: svdq-edge export out/sst2-w4 -o out/sst2-w4-onnx
+              svdq-edge export out/sst2-w4 -o out/sst2-w4-web --target web --layout transformers.js"""
     from svdq_edge.artifact.io import is_quantized_dir, load_quantized
     from svdq_edge.artifact.outputs import claim_output
     from svdq_edge.exporters.export import EXPORT_REPORT, export_onnx

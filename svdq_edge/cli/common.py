@@ -20,6 +20,12 @@ from svdq_edge.errors import UserError, first_line
 from svdq_edge.sources.load import ModelSourceError
 
 DEFAULTS = QuantConfig.defaults()
+# The registered saliency methods (svdq_edge.saliency.available(); a test keeps this list equal to the registry),
+# spelled out here because --help must not import the methods (and torch) to list them.
+DATA_FREE_METHODS = ("range", "svd", "svd-residual", "magnitude", "outlier", "proxy", "random", "rtn")
+CALIBRATED_METHODS = ("awq", "spqr", "gptq", "rosaq")
+METHOD_HELP = (f"saliency method. Data-free: {', '.join(DATA_FREE_METHODS)} (rtn keeps no FP32 weights); "
+               f"calibrated (with --calib-data): {', '.join(CALIBRATED_METHODS)}")
 # a user's mistake (UserError) or the system's answer about a file (OSError: missing, unreadable, disk full)
 USER_ERRORS = (UserError, OSError)
 

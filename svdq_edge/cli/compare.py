@@ -77,7 +77,10 @@ def compare(model, data, methods, bits_list, keep_list, calib_seeds, ort_check, 
             per_device, artifacts, **q):
     """Compare saliency methods (PyTorch, optionally checked under ONNX Runtime) and ONNX backends on the same
     examples. For a causal LM: perplexity on --data (first --limit tokens) and prefill/decode latency of FP32 ONNX,
-    ORT RTN INT4 and our --onnx-methods exports, with the KV cache."""
+    ORT RTN INT4 and our --onnx-methods exports, with the KV cache.
+
+    Examples: svdq-edge compare ../shared/models/minilm-l6-sst2 --data ../shared/data/glue/sst2/dev.tsv
+              svdq-edge compare smollm2 --data ../shared/data/wikitext2/wiki.test.raw --limit 4096"""
     from svdq_edge.artifact.outputs import staged_output
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.evaluation.explain import explain

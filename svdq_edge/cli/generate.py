@@ -30,7 +30,9 @@ from svdq_edge.errors import UserError
               help="ONNX Runtime intra-op threads")
 @user_errors
 def generate(onnx_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, chat, runtime, provider, threads):
-    """Generate text from ONNX_DIR (a decoder exported by `svdq-edge export`) after PROMPT, streaming tokens."""
+    """Generate text from ONNX_DIR (a decoder exported by `svdq-edge export`) after PROMPT, streaming tokens.
+
+    Example: svdq-edge generate out/smollm2-q41-onnx "What is the capital of France?" --max-new-tokens 64"""
     from svdq_edge.runtime.decode.generate import SamplingConfig, stream_text
     from svdq_edge.sources.load import load_tokenizer
 

@@ -8,6 +8,7 @@ import click
 
 from svdq_edge.cli.common import (
     DEFAULTS,
+    METHOD_HELP,
     THREADS,
     deprecated_alias,
     make_config,
@@ -142,7 +143,7 @@ def ray_sweep(address: str | None, device: str | None = None):
 @click.argument("model", required=False)
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="GLUE TSV for accuracy (classifiers); default: fidelity on the sentences shipped with svdq-edge")
-@click.option("--method", default=DEFAULTS.method, show_default=True, help="saliency method")
+@click.option("--method", default=DEFAULTS.method, show_default=True, help=METHOD_HELP)
 @quant_options
 @backend_options
 @click.option("--baselines", default="ort-int8,ort-rtn4,ort-rtn4-acc4", show_default=True,
@@ -175,7 +176,10 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
     """The main job: quantize MODEL several ways, export, validate and benchmark every candidate under ONNX Runtime
     beside FP32 and ORT's own quantizers, pick one by --objective and copy it to OUT/ship. With quantization options
     given, the one configuration they describe is the only candidate. With no MODEL: the embedded all-MiniLM-L6-v2
-    encoder, offline."""
+    encoder, offline.
+
+    Examples: svdq-edge run
+              svdq-edge run ../shared/models/minilm-l6-sst2 --data ../shared/data/glue/sst2/dev.tsv --objective size"""
     from svdq_edge.artifact.outputs import staged_output
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.runtime.validation.pipeline import build_backends, shipped_sentences

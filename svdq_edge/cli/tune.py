@@ -34,7 +34,9 @@ DEFAULT_OUT = Path("svdq-edge-out/tune")
 def tune(model, data, metric, max_size, out, limit, runs, threads, ray_address):
     """Quantize MODEL (default: the embedded MiniLM) several ways, measure each candidate under ONNX Runtime with
     FP32 and INT8 dynamic in one interleaved run, write the size x latency x fidelity frontier (report.json,
-    report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best."""
+    report.md, frontier.png) and export the least-loss candidate within --max-size to OUT/best.
+
+    Example: svdq-edge tune ../shared/models/minilm-l6-sst2 --data ../shared/data/glue/sst2/dev.tsv --max-size 0.22"""
     from svdq_edge.artifact.outputs import MARKER, MARKER_TEXT, claim_output
     from svdq_edge.cli.common import require_classifier, require_labels
     from svdq_edge.evaluation.data import read_glue_tsv
