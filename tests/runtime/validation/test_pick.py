@@ -98,3 +98,24 @@ def test_run_exports_the_config_as_resolved(tiny_bert_dir, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(out / "backends" / "ours" / "model.onnx"),
                                               load_external_data=False).metadata_props}
     assert exported == saved == json.loads(meta["svdq_edge.quant_config"])
+
+
+def test_decoder_points_and_the_balanced_pick():
+    """Hand-made decoder results: loss is the relative perplexity increase over FP32, latency the decode ms/token at
+    128 cached tokens; balanced takes the fastest candidate no worse than the best anchor (llama.cpp here)."""
+    from svdq_edge.runtime.validation.pick import Objective, decoder_points, pick
+
+    def row(size, ppl, ms):
+        return {"size_mb": size, "ppl": {"ppl": ppl},
+                "latency": [{"phase": "decode", "context": 128, "p50_ms": ms},
+                            {"phase": "decode", "context": 1024, "p50_ms": 2 * ms}]}
+
+    bench = {"configs": {}, "builds": {}, "fp32": row(500, 20.0, 10.0), "ort-rtn4": row(120, 21.0, 6.0),
+             "llamacpp": row(100, 20.06, 5.0), "gguf": row(110, 20.0, 7.0), "gguf-acc4": row(105, 20.05, 4.5)}
+    points = decoder_points(bench, ["gguf", "gguf-acc4"])
+    by = {p.name: p for p in points}
+    assert by["gguf-acc4"].loss == pytest.approx(0.0025) and by["gguf-acc4"].latency_ms == 4.5
+    assert by["gguf"].size_ratio == pytest.approx(0.22) and not by["llamacpp"].ours
+    assert pick(points, Objective.BALANCED, 0.25).point.name == "gguf-acc4"  # 0.25% <= llama.cpp's 0.30%
+    assert pick(points, Objective.FIDELITY, 0.25).point.name == "gguf"
+    assert pick(points, Objective.BALANCED, 0.25, max_loss=0.001).point.name == "gguf"
