@@ -266,12 +266,16 @@ def test_same_inputs_give_byte_identical_outputs(tiny_bert_dir, tmp_path):
         assert _without_timings(a) == _without_timings(b), rel
 
 
-def test_run_refuses_a_causal_lm_before_building_anything(tmp_path):
+def test_run_on_a_causal_lm_needs_text_before_building_anything(tmp_path):
     from tests.conftest import tiny_llama
 
     tiny_llama().save_pretrained(tmp_path / "lm")
     res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 2 and "run validates encoders" in res.output
+    assert res.exit_code == 2 and "give --data FILE" in res.output
+    assert not (tmp_path / "out").exists()
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "lm"), "--data", str(tmp_path / "no.txt"), "-o",
+                                    str(tmp_path / "out")])
+    one_line_error(res, "no.txt: no such text file")
     assert not (tmp_path / "out").exists()
 
 
