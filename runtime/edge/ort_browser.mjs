@@ -10,20 +10,11 @@
 import { dirname, basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openPage, serve } from './browser.mjs';
+import { oneLine, send, serveFrames } from './frames.mjs';
 
 const [model, threads, pkg, externalData, chromium] = process.argv.slice(2);
 const here = dirname(fileURLToPath(import.meta.url));
 const BUNDLES = { 'onnxruntime-web': 'ort.wasm.min.mjs', 'onnxruntime-web/webgpu': 'ort.webgpu.min.mjs' };
-
-function send(header, payload = Buffer.alloc(0)) {
-  const json = Buffer.from(JSON.stringify(header));
-  const lengths = Buffer.alloc(8);
-  lengths.writeUInt32LE(json.length, 0);
-  lengths.writeUInt32LE(payload.length, 4);
-  process.stdout.write(Buffer.concat([lengths, json, payload]));
-}
-
-const oneLine = (e) => String(e?.message ?? e).split('\n')[0];
 
 // In the page: open the session (`window.svdqSession`), then run feeds.
 async function openInPage(req) {
@@ -40,31 +31,9 @@ async function openInPage(req) {
 }
 
 async function runInPage(specs, b64) {
-  const ARRAYS = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array,
-    uint8: Uint8Array, int8: Int8Array, float64: Float64Array };
-  const ort = window.svdqOrt;
-  const session = window.svdqSession;
+  const { runFeed } = await import('/edge/feed.mjs');
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const feed = {};
-  let at = 0;
-  for (const spec of specs) {
-    const Array_ = ARRAYS[spec.type];
-    const copy = bytes.slice(at, at + spec.bytes); // own buffer: aligned for the typed array
-    feed[spec.name] = new ort.Tensor(spec.type, new Array_(copy.buffer, 0, spec.bytes / Array_.BYTES_PER_ELEMENT),
-      spec.dims);
-    at += spec.bytes;
-  }
-  const start = performance.now();
-  const results = await session.run(feed);
-  const seconds = (performance.now() - start) / 1e3;
-  const tensors = [];
-  const parts = [];
-  for (const name of session.outputNames) {
-    const t = results[name];
-    const data = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    tensors.push({ name, type: t.type, dims: t.dims.map(Number), bytes: data.length });
-    parts.push(data);
-  }
+  const { tensors, parts, seconds } = await runFeed(window.svdqOrt, window.svdqSession, specs, bytes);
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) { all.set(p, off); off += p.length; }
@@ -75,7 +44,8 @@ async function runInPage(specs, b64) {
 
 async function main() {
   const rssBefore = process.memoryUsage().rss;
-  const mounts = { '/ort/': join(here, 'node_modules', 'onnxruntime-web', 'dist'), '/model/': dirname(model) };
+  const mounts = { '/ort/': join(here, 'node_modules', 'onnxruntime-web', 'dist'), '/model/': dirname(model),
+    '/edge/': here };
   const { server, url } = await serve(mounts);
   let opened;
   let ready;
@@ -92,29 +62,13 @@ async function main() {
     return;
   }
   send({ ready: true, ...ready, rss_before: rssBefore });
-  let buffered = Buffer.alloc(0);
-  let queue = Promise.resolve();
-  process.stdin.on('data', (chunk) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 8) {
-      const jsonLength = buffered.readUInt32LE(0);
-      const payloadLength = buffered.readUInt32LE(4);
-      const end = 8 + jsonLength + payloadLength;
-      if (buffered.length < end) break;
-      const header = JSON.parse(buffered.subarray(8, 8 + jsonLength).toString());
-      const payload = Buffer.from(buffered.subarray(8 + jsonLength, end)).toString('base64');
-      buffered = buffered.subarray(end);
-      queue = queue.then(async () => {
-        const out = await opened.page.evaluate(runInPage, header.tensors, payload);
-        send({ tensors: out.tensors, seconds: out.seconds }, Buffer.from(out.b64, 'base64'));
-      }).catch((e) => send({ error: oneLine(e) }));
-    }
-  });
-  process.stdin.on('end', () => queue.then(async () => {
+  serveFrames(async (header, payload) => {
+    const out = await opened.page.evaluate(runInPage, header.tensors, payload.toString('base64'));
+    send({ tensors: out.tensors, seconds: out.seconds }, Buffer.from(out.b64, 'base64'));
+  }, async () => {
     await opened.browser.close();
     server.close();
-    process.exit(0);
-  }));
+  });
 }
 
 main();

@@ -15,51 +15,15 @@
 // loaded); an error is {error: "one line"}.
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { runFeed } from './feed.mjs';
+import { send, serveFrames } from './frames.mjs';
 
 const [model, threads, pkg, externalData] = process.argv.slice(2);
 const web = pkg.startsWith('onnxruntime-web');
 const ort = await import(web ? pkg : 'onnxruntime-node');
 
-const ARRAYS = {
-  float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array, uint8: Uint8Array,
-  int8: Int8Array, float64: Float64Array,
-};
-
-function send(header, payload = Buffer.alloc(0)) {
-  const json = Buffer.from(JSON.stringify(header));
-  const lengths = Buffer.alloc(8);
-  lengths.writeUInt32LE(json.length, 0);
-  lengths.writeUInt32LE(payload.length, 4);
-  process.stdout.write(Buffer.concat([lengths, json, payload]));
-}
-
-function toTensor(spec, bytes) {
-  const Array_ = ARRAYS[spec.type];
-  if (!Array_) throw new Error(`unsupported input type ${spec.type} for ${spec.name}`);
-  const copy = Buffer.from(bytes); // aligned storage: a typed array view needs an offset that is a multiple of 8
-  return new ort.Tensor(spec.type, new Array_(copy.buffer, copy.byteOffset, spec.bytes / Array_.BYTES_PER_ELEMENT),
-    spec.dims);
-}
-
 async function serve(session, header, payload) {
-  const feed = {};
-  let at = 0;
-  for (const spec of header.tensors) {
-    feed[spec.name] = toTensor(spec, payload.subarray(at, at + spec.bytes));
-    at += spec.bytes;
-  }
-  const start = performance.now();
-  const results = await session.run(feed);
-  const seconds = (performance.now() - start) / 1e3;
-  const tensors = [];
-  const parts = [];
-  for (const name of session.outputNames) {
-    const t = results[name];
-    const data = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    tensors.push({ name, type: t.type, dims: t.dims.map(Number), bytes: data.length });
-    parts.push(data);
-  }
+  const { tensors, parts, seconds } = await runFeed(ort, session, header.tensors, payload);
   send({ tensors, seconds }, Buffer.concat(parts));
 }
 
@@ -92,23 +56,7 @@ async function main() {
   const used = web ? ort.env.wasm.numThreads : Number(threads);
   send({ ready: true, version, threads: used, inputs: session.inputNames,
     outputs: session.outputNames, rss_before: rssBefore });
-  let buffered = Buffer.alloc(0);
-  let queue = Promise.resolve();
-  process.stdin.on('data', (chunk) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 8) {
-      const jsonLength = buffered.readUInt32LE(0);
-      const payloadLength = buffered.readUInt32LE(4);
-      const end = 8 + jsonLength + payloadLength;
-      if (buffered.length < end) break;
-      const header = JSON.parse(buffered.subarray(8, 8 + jsonLength).toString());
-      const payload = Buffer.from(buffered.subarray(8 + jsonLength, end));
-      buffered = buffered.subarray(end);
-      queue = queue.then(() => serve(session, header, payload))
-        .catch((e) => send({ error: String(e.message || e).split('\n')[0] }));
-    }
-  });
-  process.stdin.on('end', () => queue.then(() => process.exit(0)));
+  serveFrames((header, payload) => serve(session, header, payload));
 }
 
 main();

@@ -30,7 +30,8 @@ from svdq_edge.errors import UserError
 
 PACKAGE_FILES = ("package.json", "package-lock.json")  # the install folder is named by their hash
 # copied in on every use
-SCRIPTS = ("ort_session.mjs", "ort_browser.mjs", "browser.mjs", "tjs_tasks.mjs", "tjs_node.mjs", "tjs_browser.mjs")
+SCRIPTS = ("frames.mjs", "feed.mjs", "ort_session.mjs", "ort_browser.mjs", "browser.mjs", "tjs_tasks.mjs",
+           "tjs_node.mjs", "tjs_browser.mjs")
 NODE_MIN_MAJOR = 18
 TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32",
          np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
