@@ -44,7 +44,7 @@ async function runInPage(specs, b64) {
 
 async function main() {
   const rssBefore = process.memoryUsage().rss;
-  const mounts = { '/ort/': join(here, 'node_modules', 'onnxruntime-web', 'dist'), '/model/': dirname(model),
+  const mounts = { '/ort/': join(here, '..', 'node_modules', 'onnxruntime-web', 'dist'), '/model/': dirname(model),
     '/edge/': here };
   const { server, url } = await serve(mounts);
   let opened;

@@ -11,11 +11,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openPage, serve } from './browser.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url)); // the install folder: node_modules is beside this script
-const tjsDist = join(here, 'node_modules', '@huggingface', 'transformers', 'dist');
+const here = dirname(fileURLToPath(import.meta.url)); // scripts-<hash>/ in the install folder (node_modules)
+const tjsDist = join(here, '..', 'node_modules', '@huggingface', 'transformers', 'dist');
 // the .wasm of the onnxruntime-web build bundled in transformers.min.js: transformers.js's own (nested) dependency
 const nestedOrt = join(tjsDist, '..', 'node_modules', 'onnxruntime-web', 'dist');
-const ortDist = existsSync(nestedOrt) ? nestedOrt : join(here, 'node_modules', 'onnxruntime-web', 'dist');
+const ortDist = existsSync(nestedOrt) ? nestedOrt : join(here, '..', 'node_modules', 'onnxruntime-web', 'dist');
 
 async function main() {
   const [requestPath, resultPath] = process.argv.slice(2);

@@ -75,15 +75,19 @@ def js_dir() -> Path:
 
 
 def install_js(target: Path | None = None) -> Path:
-    """`npm ci` of the pinned packages into `target` (default js_dir()), once, and this version's scripts beside
-    them (Node resolves a script's imports from its own folder); returns the folder. The install is written to a
+    """`npm ci` of the pinned packages into `target` (default js_dir()), once, and this version's scripts in a
+    subfolder named by their hash (Node finds `node_modules` in a parent folder; two checkouts of different versions
+    sharing the cache never overwrite each other's scripts); returns the scripts' folder. The install is written to a
     temporary sibling and renamed into place, so a failed or interrupted install leaves nothing half-made."""
     target = target or js_dir()
     if not all((target / "node_modules" / pkg / "package.json").is_file() for pkg in NPM_PACKAGES):
         _npm_ci(target)
+    digest = hashlib.sha256(b"".join((edge_dir() / f).read_bytes() for f in SCRIPTS)).hexdigest()[:12]
+    scripts = target / f"scripts-{digest}"
+    scripts.mkdir(exist_ok=True)
     for name in SCRIPTS:
-        _copy_if_changed(edge_dir() / name, target / name)
-    return target
+        _copy_if_changed(edge_dir() / name, scripts / name)
+    return scripts
 
 
 def _copy_if_changed(src: Path, dst: Path) -> None:
