@@ -105,7 +105,7 @@ def export(model: Quantized | str | Path, output: str | Path, *, accuracy_level:
     from svdq_edge.sources.load import ModelTask
 
     q = model if isinstance(model, Quantized) else load(model)
-    levels = (AccuracyLevels.default_for(q.loaded.task is ModelTask.CAUSAL_LM) if accuracy_level is None
+    levels = (AccuracyLevels.default_for(q.loaded.task is ModelTask.CAUSAL_LM, target) if accuracy_level is None
               else AccuracyLevels.of(accuracy_level))
     out, _, _ = export_onnx(q.loaded, output, q.config.to_dict(), accuracy_level=levels,
                             overwrite=overwrite, graph=graph, ort_target=ort_format, target=target, layout=layout)

@@ -134,11 +134,13 @@ class AccuracyLevels:
                 raise UserError(f"accuracy level must be in 0-4, got {level}")
 
     @classmethod
-    def default_for(cls, causal_lm: bool) -> AccuracyLevels:
+    def default_for(cls, causal_lm: bool, target: str = "cpu") -> AccuracyLevels:
         """The default of every export (CLI, API): 4 for causal LMs (SmolLM2's GGUF at level 4 has llama.cpp's
         perplexity at 0.7x level 0's time per token, docs/gguf.md), 0 for encoders (the PyTorch reference's
-        numbers; their int8 candidates are chosen by `run`)."""
-        return cls(4 if causal_lm else 0)
+        numbers; their int8 candidates are chosen by `run`). The web target is 0 for both: onnxruntime-web's WASM
+        MatMulNBits computes in FP32 whatever the level (measured: SmolLM2's tokens there are level 0's), so a level-0
+        file is validated in Python as the browser computes it."""
+        return cls(4 if causal_lm and target != "web" else 0)
 
     def for_bits(self, bits: int) -> int:
         return dict(self.by_bits).get(bits, self.default)

@@ -175,7 +175,7 @@ def evaluate(model, data, limit, batch_size, context, stride):
               help="MatMulNBits accuracy_level: 0 computes in FP32 and matches the PyTorch reference; 4 quantizes "
                    "activations to int8 on CPU (faster, approximate); \"0,8:4\" sets 8-bit layers apart. Default: "
                    "4 for causal LMs (decode speed; a transcoded GGUF then computes as llama.cpp does, on int8 "
-                   "activations), 0 for encoders")
+                   "activations), 0 for encoders and for --target web (the browser computes in FP32 at any level)")
 @click.option("--exact", is_flag=True, help="accuracy level 0: compute in FP32, bit-faithful to the PyTorch reference "
                                             "(a transcoded GGUF: its dequantized weights exactly)")
 @click.option("--graph", type=click.Choice(["auto", "fused", "traced"]), default="auto", show_default=True,
@@ -222,7 +222,7 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
     else:
         loaded, cfg = load_model(model), None
     if levels is None:
-        levels = AccuracyLevels.default_for(loaded.task is ModelTask.CAUSAL_LM)
+        levels = AccuracyLevels.default_for(loaded.task is ModelTask.CAUSAL_LM, target)
     out, sizes, layers = export_onnx(loaded, output, cfg, element_form, levels, overwrite, graph=graph,
                                      ort_target=ort_format, target=target, layout=layout)
     path = json.loads((out / EXPORT_REPORT).read_text())["graph"]

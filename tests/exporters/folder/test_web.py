@@ -68,3 +68,25 @@ def test_the_jsep_bundle_refuses_the_default_export_and_runs_the_web_one(tiny_be
     feed = synthetic_feed(py, 2, 9, vocab=120)
     np.testing.assert_allclose(jsep.run(None, feed)[0], py.run(None, feed)[0], atol=1e-5, rtol=1e-5)
     jsep.close()
+
+
+def test_a_web_decoder_exports_at_accuracy_level_0_by_default(tmp_path):
+    """The browser's WASM MatMulNBits computes in FP32 at any level: the web file is level 0 unless asked, so Python
+    validates what the browser computes; the CPU target keeps the decoders' level 4."""
+    import json
+
+    from click.testing import CliRunner
+
+    from svdq_edge.cli.app import main
+
+    tiny_llama().save_pretrained(tmp_path / "lm")
+    runner = CliRunner()
+    r = runner.invoke(main, ["quantize", str(tmp_path / "lm"), "-o", str(tmp_path / "q"), "--block-size", "32",
+                             "--embedding-bits", "none"])
+    assert r.exit_code == 0, r.output
+    levels = {}
+    for target in ("cpu", "web"):
+        r = runner.invoke(main, ["export", str(tmp_path / "q"), "-o", str(tmp_path / target), "--target", target])
+        assert r.exit_code == 0, r.output
+        levels[target] = json.loads((tmp_path / target / "export.json").read_text())["accuracy_level"]
+    assert levels == {"cpu": "4", "web": "0"}
