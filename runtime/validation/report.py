@@ -123,28 +123,44 @@ def measured_files(validation: Validation) -> dict[str, dict[str, str]]:
 
 
 def plot(out_dir: Path, results: list[BackendResult]) -> list[Path]:
-    """accuracy_vs_size.png (or fidelity vs size) and latency.png, one point / bar per runtime and backend."""
+    """accuracy_vs_size.png (fidelity vs size for embedders) and latency.png, one point / bar per runtime and backend.
+    Points carry no text (labels of nearby points overprint): a colour per backend and a marker per runtime, each
+    named in its own legend; n and the timed runs are in the titles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     several = len({r.runtime for r in results}) > 1
     names = [r.label if several else r.backend.name for r in results]
     markers = {n: m for n, m in zip(dict.fromkeys(r.runtime for r in results), "osD^v<>p", strict=False)}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for r, name in zip(results, names, strict=True):
+    colours = {n: f"C{i % 10}" for i, n in enumerate(dict.fromkeys(r.backend.name for r in results))}
+    classifier = results[0].acc is not None
+    n = results[0].outputs.shape[0]
+    runs = results[0].latency[0].runs if results[0].latency else 0
+    fig, ax = plt.subplots(figsize=(8.0, 4.6))
+    for r in results:
+        style = {"marker": markers.get(r.runtime, "o"), "color": colours[r.backend.name], "linestyle": "none",
+                 "markersize": 7, "alpha": 0.85}
         if r.acc is not None:
             lo, hi = r.acc.ci
             y, err = 100 * r.acc.value, [[100 * (r.acc.value - lo)], [100 * (hi - r.acc.value)]]
-            ax.errorbar(r.size_mb, y, yerr=err, fmt=markers.get(r.runtime, "o"), capsize=3)
+            ax.errorbar(r.size_mb, y, yerr=err, capsize=3, **style)
         else:
-            y = 100 * (r.cosine_mean if r.cosine_mean is not None else 1.0)
-            ax.plot(r.size_mb, y, markers.get(r.runtime, "o"))
-        ax.annotate(name, (r.size_mb, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.plot(r.size_mb, 100 * (r.cosine_mean if r.cosine_mean is not None else 1.0), **style)
+    backend_keys = [Line2D([], [], color=c, marker="o", linestyle="none", label=b) for b, c in colours.items()]
+    first = ax.legend(handles=backend_keys, title="backend", fontsize=7, title_fontsize=8, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0))
+    if several:
+        ax.add_artist(first)
+        runtime_keys = [Line2D([], [], color="grey", marker=m, linestyle="none", label=rt) for rt, m in markers.items()]
+        ax.legend(handles=runtime_keys, title="runtime", fontsize=7, title_fontsize=8, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0))
     ax.set_xlabel("model file size (MB)")
-    ax.set_ylabel("accuracy % (95% CI)" if results[0].acc is not None else "mean cosine vs FP32 (%)")
-    ax.set_title("Accuracy vs size" + (" (markers: runtimes)" if several else f" ({results[0].runtime})"))
+    ax.set_ylabel("accuracy % (95% CI)" if classifier else "mean cosine to FP32's outputs (%)")
+    what = "Accuracy" if classifier else "Fidelity to FP32"
+    ax.set_title(f"{what} vs file size (n = {n}{'' if several else ', ' + results[0].runtime})", fontsize=10)
     ax.grid(alpha=0.3)
     files = [out_dir / "accuracy_vs_size.png", out_dir / "latency.png"]
     fig.tight_layout()
@@ -164,7 +180,7 @@ def plot(out_dir: Path, results: list[BackendResult]) -> list[Path]:
     ax.set_xticks([i + width * (len(shapes) - 1) / 2 for i in range(len(results))])
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"p50 latency / {names[0]} p50")
-    ax.set_title(f"Latency relative to {names[0]}")
+    ax.set_title(f"Latency relative to {names[0]} (p50 of {runs} timed runs each)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(files[1], dpi=120)
