@@ -86,17 +86,16 @@ def _node_missing() -> str | None:
 
 def _open_chromium(package: str) -> Callable[[Path, int | None], object]:
     def open_(folder: Path, threads: int | None):
-        from svdq_edge.runtime.runtimes.node import NodeSession
-        from svdq_edge.runtime.runtimes.transformers_js import chromium_path
+        from svdq_edge.runtime.runtimes.node import NodeSession, chromium_path
 
         return NodeSession(folder, threads, package, chromium=chromium_path())
     return open_
 
 
 def _chromium_missing() -> str | None:
-    from svdq_edge.runtime.runtimes.transformers_js import Where, missing
+    from svdq_edge.runtime.runtimes.node import chromium_missing
 
-    return missing(Where.CHROMIUM)
+    return chromium_missing()
 
 
 def runtimes() -> dict[str, Runtime]:

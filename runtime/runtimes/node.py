@@ -33,6 +33,7 @@ PACKAGE_FILES = ("package.json", "package-lock.json")  # the install folder is n
 SCRIPTS = ("frames.mjs", "feed.mjs", "ort_session.mjs", "ort_browser.mjs", "browser.mjs", "tjs_tasks.mjs",
            "tjs_node.mjs", "tjs_browser.mjs")
 NODE_MIN_MAJOR = 18
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int64): "int64", np.dtype(np.int32): "int32",
          np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
          np.dtype(np.float64): "float64"}
@@ -63,6 +64,22 @@ def node_missing() -> str | None:
     if m is None or int(m.group(1)) < NODE_MIN_MAJOR:
         return f"node {version or '?'} is older than {NODE_MIN_MAJOR}"
     return None
+
+
+def chromium_path() -> str | None:
+    """The browser the Chromium runtimes drive: $SVDQ_EDGE_CHROMIUM, else the first of CHROMIUM_NAMES on PATH."""
+    given = os.environ.get("SVDQ_EDGE_CHROMIUM")
+    if given:
+        return given if Path(given).is_file() else None
+    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+def chromium_missing() -> str | None:
+    """Why a page cannot run in headless Chromium here (no Node.js, or no browser); None when it can."""
+    why = node_missing()
+    if why is None and chromium_path() is None:
+        why = "no Chromium (apt-get install chromium, or set SVDQ_EDGE_CHROMIUM)"
+    return why
 
 
 def js_dir() -> Path:

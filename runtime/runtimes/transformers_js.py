@@ -9,8 +9,6 @@ the system (Debian's `chromium` package) and is driven by puppeteer-core.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 from enum import Enum
@@ -18,9 +16,14 @@ from pathlib import Path
 
 from svdq_edge.artifact.layout import ONNX_SUBFOLDER
 from svdq_edge.errors import UserError
-from svdq_edge.runtime.runtimes.node import NodeRuntimeError, install_js, node_missing
+from svdq_edge.runtime.runtimes.node import (
+    NodeRuntimeError,
+    chromium_missing,
+    chromium_path,
+    install_js,
+    node_missing,
+)
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 TASKS = ("feature-extraction", "text-classification", "text-generation")
 
 
@@ -32,20 +35,9 @@ class Where(str, Enum):
         return self.value
 
 
-def chromium_path() -> str | None:
-    """The browser binary: $SVDQ_EDGE_CHROMIUM, else the first of CHROMIUM_NAMES on PATH."""
-    given = os.environ.get("SVDQ_EDGE_CHROMIUM")
-    if given:
-        return given if Path(given).is_file() else None
-    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
-
-
 def missing(where: Where) -> str | None:
     """Why transformers.js cannot run `where` here; None when it can."""
-    why = node_missing()
-    if why is None and where is Where.CHROMIUM and chromium_path() is None:
-        why = "no Chromium (apt-get install chromium, or set SVDQ_EDGE_CHROMIUM)"
-    return why
+    return chromium_missing() if where is Where.CHROMIUM else node_missing()
 
 
 def run_transformers_js(folder: str | Path, task: str, inputs: list[str], where: Where | str = Where.NODE,

@@ -6,7 +6,7 @@ objective, measured beside the anchors (FP32, ORT's own quantizers) in one inter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 from svdq_edge.config import QuantConfig
@@ -76,6 +76,12 @@ def decoder_points(bench: dict, candidates: list[str]) -> list[Point]:
         points.append(Point(n, n in candidates, bench[n]["size_mb"] / ref["size_mb"], ms,
                             bench[n]["ppl"]["ppl"] / ref["ppl"]["ppl"] - 1.0))
     return points
+
+
+def pick_dict(p: Pick, objective: str) -> dict:
+    """The pick as report.json's meta.pick."""
+    return {"objective": objective, "why": p.why, "pick": None if p.point is None else asdict(p.point),
+            "runners_up": {axis: asdict(q) for axis, q in p.runners_up.items()}}
 
 
 def pick(points: list[Point], objective: Objective, max_size: float | None = None,

@@ -221,3 +221,9 @@ def _umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it: put it straight back
     os.umask(mask)
     return mask
+
+
+def ship(src: Path, dst: Path) -> None:
+    """The picked ONNX folder `src`, whole, as `dst`: the folder the user deploys (`run`'s OUT/ship, inside its staged
+    output)."""
+    shutil.copytree(src, dst)

@@ -11,6 +11,7 @@ from svdq_edge.artifact.layout import find_model_file, model_file
 from svdq_edge.cli.common import (
     DEFAULTS,
     METHOD_HELP,
+    is_causal_lm,
     make_config,
     quant_options,
     require_classifier,
@@ -154,7 +155,7 @@ def evaluate(model, data, limit, batch_size, context, stride):
     from svdq_edge.sources.load import label2id_of
 
     onnx_folder = model is not None and Path(model).is_dir() and find_model_file(model) is not None
-    if _is_causal_lm(model):
+    if is_causal_lm(model):
         return _evaluate_perplexity(model, onnx_folder, data, limit, context, stride)
     if onnx_folder:
         return _evaluate_onnx(Path(model), data, limit, batch_size)
@@ -229,26 +230,6 @@ def export(model, output, fp32, element_form, accuracy_level, exact, graph, targ
     click.echo(f"exported {'FP32' if cfg is None else f'{len(layers)} quantized layers'} ({path} graph, "
                f"accuracy level {levels}) -> {model_file(out)}{' + model.ort' if ort_format else ''}: "
                f"{sizes.summary()}")
-
-
-def _is_causal_lm(model: str | None) -> bool:
-    """From what svdq-edge saved (a quantized folder's task, an ONNX file's metadata), else from config.json (folders
-    written before config.json named the architecture of a GGUF model have none)."""
-    import onnx
-
-    from svdq_edge.artifact.io import is_quantized_dir, read_quant_meta
-    from svdq_edge.sources.load import ModelTask, detect_task, gguf_path, load_config, resolve_source
-
-    if gguf_path(model) is not None:
-        return True
-    if model is not None and is_quantized_dir(model):
-        return read_quant_meta(model)["task"] == ModelTask.CAUSAL_LM.value
-    path = None if model is None or not Path(model).is_dir() else find_model_file(model)
-    if path is not None:
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if "svdq_edge.task" in meta:
-            return meta["svdq_edge.task"] == ModelTask.CAUSAL_LM.value
-    return detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM
 
 
 def _evaluate_perplexity(model: str, onnx_folder: bool, data: Path, limit: int | None, context: int,

@@ -202,3 +202,25 @@ def require_labels(data, num_labels: int) -> None:
     if bad:
         raise UserError(f"{data.path}: label{'s' * (len(bad) > 1)} {', '.join(map(str, bad[:5]))} not among the "
                         f"model's {num_labels} classes (0-{num_labels - 1}): the wrong data for this model?")
+
+
+def is_causal_lm(model: str | None) -> bool:
+    """Whether MODEL (hub id, folder, GGUF, quantized or ONNX folder; None: the embedded default) is a causal LM: from
+    what svdq-edge saved (a quantized folder's task, an ONNX file's metadata), else from config.json (folders written
+    before config.json named the architecture of a GGUF model have none)."""
+    import onnx
+
+    from svdq_edge.artifact.io import is_quantized_dir, read_quant_meta
+    from svdq_edge.artifact.layout import find_model_file
+    from svdq_edge.sources.load import ModelTask, detect_task, gguf_path, load_config, resolve_source
+
+    if gguf_path(model) is not None:
+        return True
+    if model is not None and is_quantized_dir(model):
+        return read_quant_meta(model)["task"] == ModelTask.CAUSAL_LM.value
+    path = None if model is None or not Path(model).is_dir() else find_model_file(model)
+    if path is not None:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if "svdq_edge.task" in meta:
+            return meta["svdq_edge.task"] == ModelTask.CAUSAL_LM.value
+    return detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM

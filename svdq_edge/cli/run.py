@@ -11,13 +11,14 @@ from svdq_edge.cli.common import (
     METHOD_HELP,
     THREADS,
     deprecated_alias,
+    is_causal_lm,
     make_config,
     quant_options,
     require_classifier,
     user_errors,
 )
 from svdq_edge.errors import UserError
-from svdq_edge.runtime.validation.pick import Objective, encoder_candidates, pick
+from svdq_edge.runtime.validation.pick import Objective, encoder_candidates, pick, pick_dict
 
 DEFAULT_OUT = Path("svdq-edge-out")
 
@@ -180,21 +181,13 @@ def run(model, data, method, runtimes, threads, runs, shapes, accuracy_levels, b
 
     Examples: svdq-edge run
               svdq-edge run ../shared/models/minilm-l6-sst2 --data ../shared/data/glue/sst2/dev.tsv --objective size"""
-    from svdq_edge.artifact.outputs import staged_output
+    from svdq_edge.artifact.outputs import ship, staged_output
     from svdq_edge.evaluation.data import read_glue_tsv
     from svdq_edge.runtime.validation.pipeline import build_backends, shipped_sentences
-    from svdq_edge.sources.load import (
-        ModelTask,
-        detect_task,
-        gguf_path,
-        label2id_of,
-        load_config,
-        load_model,
-        resolve_source,
-    )
+    from svdq_edge.sources.load import ModelTask, label2id_of, load_model
 
     config = make_config(method, **q)
-    if gguf_path(model) is not None or detect_task(load_config(resolve_source(model))) is ModelTask.CAUSAL_LM:
+    if is_causal_lm(model):
         from svdq_edge.cli.run_lm import run_causal_lm
 
         return run_causal_lm(model, data, config, _quant_options_given(q, method), runtime_names(runtimes, "decoder"),
@@ -282,20 +275,6 @@ def pick_lines(p, ship_dir: Path, classifier: bool, shape: str) -> list[str]:
         lines.append("runners-up: " + "; ".join(f"{axis}: {q.name} ({q.size_ratio:.3f}x, {fidelity(q)}, "
                                                  f"{q.latency_ms:.2f} ms)" for axis, q in p.runners_up.items()))
     return lines
-
-
-def pick_dict(p, objective: str) -> dict:
-    from dataclasses import asdict
-
-    return {"objective": objective, "why": p.why, "pick": None if p.point is None else asdict(p.point),
-            "runners_up": {axis: asdict(q) for axis, q in p.runners_up.items()}}
-
-
-def ship(src: Path, dst: Path) -> None:
-    """The picked ONNX folder, whole, as the folder the user deploys."""
-    import shutil
-
-    shutil.copytree(src, dst)
 
 
 def _how_ours_was_made(quantized: Path) -> str:

@@ -18,10 +18,9 @@ def run_causal_lm(model: str, data: Path | None, config: QuantConfig, single: bo
                   threads: int | None, runs: int, objective: str, max_size: float, max_loss: float | None,
                   out: Path, overwrite: bool, limit: int | None) -> None:
     """`single`: the command line chose one configuration, the only candidate besides a GGUF's transcodes."""
-    from svdq_edge.artifact.outputs import staged_output
-    from svdq_edge.cli.run import pick_dict, ship
+    from svdq_edge.artifact.outputs import ship, staged_output
     from svdq_edge.runtime.validation.decoders import decoder_report
-    from svdq_edge.runtime.validation.pick import Objective, decoder_candidates, decoder_points, pick
+    from svdq_edge.runtime.validation.pick import Objective, decoder_candidates, decoder_points, pick, pick_dict
     from svdq_edge.sources.load import gguf_path
 
     if data is None:

@@ -33,13 +33,11 @@ def _node():
 def _node_session(folder, package="onnxruntime-node"):
     """A session of `package`; "<package>@chromium" runs it in a headless Chromium page (the runtime
     ort-web-chromium), skipped without a browser here (a failure under CI)."""
-    from svdq_edge.runtime.runtimes.node import NodeSession
-    from svdq_edge.runtime.runtimes.transformers_js import Where, chromium_path
-    from svdq_edge.runtime.runtimes.transformers_js import missing as browser_missing
+    from svdq_edge.runtime.runtimes.node import NodeSession, chromium_missing, chromium_path
 
     package, _, where = package.partition("@")
     if where:
-        why = browser_missing(Where(where))
+        why = chromium_missing()
         if why is not None:
             missing(f"no browser here: {why}")
     return NodeSession(folder, threads=1, package=package, chromium=chromium_path() if where else None)
