@@ -49,16 +49,18 @@ def _timed_call(decoder, phase: str, vocab: int, context: int) -> tuple[object, 
 
 
 def measure_decoders(sessions: list, vocab: int, contexts: tuple[int, ...] = (1, 128),
-                     prompt: int = 128, runs: int = 50) -> list[list[DecodeLatency]]:
+                     prompt: int = 128, runs: int = 50, prefill_runs: int | None = None,
+                     warmup: int = 3) -> list[list[DecodeLatency]]:
     """Per decoder (ONNX Runtime sessions, or another runtime's decoder, see `_timed_call`): prefill of a
     `prompt`-token prompt, then one decode step at each context, timed interleaved across decoders (the same tokens
-    for all) so their figures compare like with like."""
+    for all) so their figures compare like with like. Prefills are timed `prefill_runs` times (default: a fifth
+    of `runs`, at least 5)."""
     out: list[list[DecodeLatency]] = [[] for _ in sessions]
     for phase, context in [("prefill", prompt), *(("decode", c) for c in contexts)]:
         calls = [_timed_call(s, phase, vocab, context) for s in sessions]
         runners, feeds = [c[0] for c in calls], [c[1] for c in calls]
-        n = max(5, runs // 5) if phase == "prefill" else runs
-        for i, t in enumerate(time_interleaved(runners, feeds, warmup=3, runs=n)):
+        n = (prefill_runs or max(5, runs // 5)) if phase == "prefill" else runs
+        for i, t in enumerate(time_interleaved(runners, feeds, warmup=warmup, runs=n)):
             out[i].append(DecodeLatency(context, phase, len(t), 1e3 * float(np.percentile(t, 50)),
                                         1e3 * float(np.percentile(t, 90))))
     return out

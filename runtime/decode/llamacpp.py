@@ -67,9 +67,9 @@ class LlamaCppDecoder:
         return LlamaCppStep(self.llm, len(ids), [ids[-1]])
 
     @staticmethod
-    def window_scorer(gguf: str | Path, threads: int, max_length: int):
-        """(window ids int64 [L], n_targets) -> summed NLL of the last n_targets tokens, from an empty cache. The
-        scorer holds its own instance keeping every position's logits (n_ctx x vocab floats): drop it when done."""
+    def window_logits(gguf: str | Path, threads: int, max_length: int):
+        """ids int64 [L] -> logits float32 [L, vocab] of every position, from an empty cache. The function holds its
+        own instance keeping every position's logits (n_ctx x vocab floats): drop it when done."""
         import llama_cpp
         from llama_cpp import Llama
 
@@ -77,10 +77,19 @@ class LlamaCppDecoder:
         llm = Llama(str(gguf), n_ctx=max_length, n_threads=threads, n_threads_batch=threads, n_batch=512,
                     logits_all=True, verbose=False)
 
-        def score(ids: Tensor, n_targets: int) -> float:
+        def logits(ids) -> np.ndarray:
             llm.reset()
             llm.eval([int(t) for t in ids])
-            logits = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
-            return target_nll(logits, ids, n_targets)
+            return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+        return logits
+
+    @staticmethod
+    def window_scorer(gguf: str | Path, threads: int, max_length: int):
+        """(window ids int64 [L], n_targets) -> summed NLL of the last n_targets tokens, from an empty cache."""
+        logits = LlamaCppDecoder.window_logits(gguf, threads, max_length)
+
+        def score(ids: Tensor, n_targets: int) -> float:
+            return target_nll(torch.from_numpy(logits(ids)), ids, n_targets)
 
         return score

@@ -78,8 +78,14 @@ class OnnxDecoder:
         logits, past = self._run(decoder_feed(self.session, input_ids, mask))
         return logits, DecoderState(past, mask.astype(np.int64))
 
+    def extend(self, tokens: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
+        """Logits float32 [batch, n, vocab] after appending `tokens` int64 [batch, n] to the state's sequence (a
+        prompt fed in chunks: each call's logits are n positions, not the whole prompt's)."""
+        mask = np.concatenate([state.attention_mask, np.ones(tokens.shape, dtype=np.int64)], axis=1)
+        logits, past = self._run(decoder_feed(self.session, tokens, mask, state.past))
+        return logits, DecoderState(past, mask)
+
     def step(self, tokens: np.ndarray, state: DecoderState) -> tuple[np.ndarray, DecoderState]:
         """Logits float32 [batch, vocab] after appending `tokens` int64 [batch] to the state's sequence."""
-        mask = np.concatenate([state.attention_mask, np.ones((tokens.shape[0], 1), dtype=np.int64)], axis=1)
-        logits, past = self._run(decoder_feed(self.session, tokens.reshape(-1, 1), mask, state.past))
-        return logits[:, -1], DecoderState(past, mask)
+        logits, state = self.extend(tokens.reshape(-1, 1), state)
+        return logits[:, -1], state

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 CONTEXTS = (128, 1024)
 
 
-def _child(args: list[str]) -> dict:
+def build_in_child(args: list[str]) -> dict:
     """Build one contender in a fresh interpreter (build_child); its last stdout line is a JSON result."""
     proc = subprocess.run([sys.executable, "-m", "svdq_edge.runtime.validation.build_child", *args],
                           capture_output=True, text=True)
@@ -41,7 +41,7 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
     from svdq_edge.runtime.decode.genai import genai_available
     from svdq_edge.runtime.validation.baselines import copy_side_files, ort_rtn_int4
 
-    builds = {"fp32": _child(["--model", source, "--fp32", "--out", str(out / "fp32")])}
+    builds = {"fp32": build_in_child(["--model", source, "--fp32", "--out", str(out / "fp32")])}
     block = _block(configs)
     rtn = out / "ort-rtn4"
     rtn.mkdir(exist_ok=True)
@@ -51,15 +51,15 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
     builds["ort-rtn4"] = {"seconds": time.perf_counter() - start}
     if genai and genai_available():
         try:
-            builds["genai-int4"] = _child(["--model", source, "--genai", "--out", str(out / "genai-int4")])
+            builds["genai-int4"] = build_in_child(["--model", source, "--genai", "--out", str(out / "genai-int4")])
         except RuntimeError as e:  # its builder does not cover every architecture: a missing row, said so
             log.warning("onnxruntime-genai's builder left out: %s", e)
     for label, c in configs.items():
-        builds[label] = _child(["--model", source, "--config", c.to_json(), "--out", str(out / label),
+        builds[label] = build_in_child(["--model", source, "--config", c.to_json(), "--out", str(out / label),
                                 "--accuracy-level", str(accuracy_level)])
     if gguf is not None:  # the exact transcode: FP32 compute (its default), and int8 activations
         for label, level in (("gguf", 0), ("gguf-acc4", 4)):
-            builds[label] = _child(["--model", str(gguf), "--transcode", "--out", str(out / label),
+            builds[label] = build_in_child(["--model", str(gguf), "--transcode", "--out", str(out / label),
                                     "--accuracy-level", str(level)])
     return builds
 
@@ -89,7 +89,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     llama = gguf if llamacpp and gguf is not None and llamacpp_available() else None
     tok = load_tokenizer(source)
     ids = read_text_ids(tok, data, ppl_tokens)
-    gen_ms = _genai_decode_ms(names, out, ids, threads) if genai else {}
+    gen_ms = genai_decode_ms(names, out, ids, threads) if genai else {}
     ppl, run_rss = _perplexities(names, out, ids, max_length, stride, threads, llama)
     if llama is not None:
         builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
@@ -118,7 +118,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     return "\n".join([header, markdown_table(cols, rows)])
 
 
-def _genai_decode_ms(names: list[str], out: Path, ids, threads: int) -> dict[str, float]:
+def genai_decode_ms(names: list[str], out: Path, ids, threads: int) -> dict[str, float]:
     """onnxruntime-genai's Generator ms/token on every genai folder, first, before any other session exists (idle
     threads would skew it), with the same thread count written into every genai folder."""
     from svdq_edge.runtime.decode.genai import (

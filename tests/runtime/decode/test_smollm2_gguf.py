@@ -72,10 +72,9 @@ def test_greedy_tokens_equal_the_fp32_model_on_five_prompts(transcoded):
 def test_llamacpp_contender_scores_and_steps_the_same_tokens(transcoded):
     """llama.cpp, a decoder contender (extra `llamacpp`) on the same file: perplexity close to the FP32 model's
     (its kernels quantize activations), and a timed decode step advances its cache by one token."""
-    from svdq_edge.runtime.decode.llamacpp import LlamaCppDecoder, llamacpp_available
+    from svdq_edge.runtime.decode.llamacpp import LlamaCppDecoder
 
-    if not llamacpp_available():
-        pytest.skip("the llamacpp extra is not installed (pip install 'svdq-edge[llamacpp]')")
+    require_package("llama_cpp", "pip install 'svdq-edge[llamacpp]'")
     _, fp32 = transcoded
     ids = read_text_ids(fp32.tokenizer, shared_path("data", "wikitext2", "wiki.test.raw"), 1024)
     theirs = perplexity(LlamaCppDecoder.window_scorer(gguf_path("smollm2"), 2, 512), ids, 512, 256, progress=False)

@@ -16,7 +16,7 @@ from svdq_edge.gguf.file import GGUFError, GGUFFile
 from svdq_edge.model.embedding import QuantEmbedding
 from svdq_edge.model.modules import QuantLinear
 from svdq_edge.pipeline.transcode import transcode_gguf
-from tests.ggml_files import TINY, write_tiny_llama_gguf
+from tests.ggml_files import TINY_VOCAB, write_tiny_llama_gguf
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf package")
 
@@ -38,7 +38,7 @@ def tiny_gguf(request, tmp_path_factory):
 def test_logits_equal_the_dequantized_model(tiny_gguf):
     path, kind = tiny_gguf
     loaded, report = transcode_gguf(path, progress=False, tokenizer=False)
-    ids = torch.randint(0, TINY["vocab"], (2, 11), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, TINY_VOCAB, (2, 11), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = loaded.model(ids).logits
         ref = dequantized_reference(path)(ids).logits
