@@ -3,10 +3,11 @@
     python -m svdq_edge.runtime.bench.decoder --data ../shared/data/wikitext2/wiki.test.raw [--model smollm2]
 
 Prints one table: file size, graph nodes, WikiText-2 perplexity (standard sliding window, first --ppl-tokens tokens),
-prefill of a 128-token prompt, decode ms/token with 128 and 1024 tokens in the cache (one plain ONNX Runtime loop
-for every contender, interleaved, batch 1), decode ms/token through onnxruntime-genai's Generator for the folders it
-runs (shared KV buffer), and per contender the build time and peak RSS of building it (quantize + export for ours,
-the builder for genai's), each in a fresh child process, against the model's FP32 weight bytes.
+prefill of a 128-token prompt, decode ms/token with 128 and 1024 tokens in the cache (one ONNX Runtime loop for
+every contender, the cache written in place where the graph allows it, interleaved, batch 1), decode ms/token
+through onnxruntime-genai's Generator for the folders it runs (shared KV buffer), and per contender the build time
+and peak RSS of building it (quantize + export for ours, the builder for genai's), each in a fresh child process,
+against the model's FP32 weight bytes.
 The genai contender is there when the `genai` extra is installed. With a GGUF source (`smollm2` is a Q4_1 GGUF) the
 weights already sit on a quantized grid, so its perplexities flatter every re-quantizing method; two more pairs of
 contenders then run: the file transcoded exactly (`gguf`: FP32 compute; `gguf-acc4`: int8 activations), and

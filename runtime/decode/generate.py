@@ -9,6 +9,7 @@ import numpy as np
 
 from svdq_edge.errors import UserError
 from svdq_edge.runtime.decode.session import OnnxDecoder
+from svdq_edge.runtime.decode.shared_kv import SharedKVDecoder
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def next_token(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator
     return int(order[rng.choice(len(order), p=p)])
 
 
-def generate_ids(decoder: OnnxDecoder, prompt_ids: list[int], max_new_tokens: int,
+def generate_ids(decoder: OnnxDecoder | SharedKVDecoder, prompt_ids: list[int], max_new_tokens: int,
                  cfg: SamplingConfig | None = None, eos_ids: frozenset[int] = frozenset()) -> Iterator[int]:
     """Yield up to `max_new_tokens` new token ids (stopping after an end-of-sequence id)."""
     if not prompt_ids:

@@ -61,14 +61,18 @@ class SharedKVDecoder:
         self.length += n
         return binding.get_outputs()[-1].numpy()
 
-    def prefill(self, input_ids: np.ndarray) -> np.ndarray:
-        """Logits float32 [1, n, vocab] of a prompt int64 [1, n], from an empty cache."""
+    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Logits float32 [1, n, vocab] of a prompt int64 [1, n] from an empty cache, and the state (tokens cached):
+        OnnxDecoder's interface, so runtime/decode/generate.py runs either."""
+        if attention_mask is not None and not np.all(attention_mask):
+            raise UserError("in-place KV decoding takes unpadded prompts (batch 1)")
         self.length = 0
-        return self._run(np.asarray(input_ids, dtype=np.int64))
+        return self._run(np.asarray(input_ids, dtype=np.int64)), self.length
 
-    def step(self, token: int) -> np.ndarray:
-        """Logits float32 [vocab] after appending one token."""
-        return self._run(np.array([[token]], dtype=np.int64))[0, -1]
+    def step(self, tokens: np.ndarray, state: int) -> tuple[np.ndarray, int]:
+        """Logits float32 [1, vocab] after appending tokens int64 [1] to the `state` tokens cached."""
+        self.length = state
+        return self._run(np.asarray(tokens, dtype=np.int64).reshape(1, 1))[:, -1], self.length
 
 
 class InPlaceStep:

@@ -2,7 +2,8 @@
 
 FP32, ORT's RTN INT4, onnxruntime-genai's own INT4 build (extra `genai`), our exports and, for a GGUF source, the
 exact transcode at two accuracy levels and llama.cpp on the file itself (extra `llamacpp`). Every ONNX folder runs in
-one plain ONNX Runtime loop (perplexity, prefill, decode at 128 and 1024 cached tokens, interleaved); each build's
+one ONNX Runtime loop (perplexity, prefill, decode at 128 and 1024 cached tokens, interleaved; the cache written in
+place where the graph allows it, runtime/decode/shared_kv.py); each build's
 seconds and peak RSS come from its own process (runtime/validation/build_child.py). Used by `compare` on a causal LM
 and by the benchmark `python -m svdq_edge.runtime.bench.decoder`.
 """
@@ -70,7 +71,7 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
                    genai: bool = True, gguf_contenders: bool = True, llamacpp: bool = True) -> str:
     """Build every contender; return the table (also saved as bench.json).
 
-    Runtimes: every ONNX folder runs in one plain ONNX Runtime loop (perplexity, prefill, decode); `genai` adds
+    Runtimes: every ONNX folder runs in one ONNX Runtime loop (perplexity, prefill, decode); `genai` adds
     onnxruntime-genai's INT4 build as a contender and its Generator's ms/token for every genai folder; `llamacpp`
     adds llama.cpp on a GGUF source (each when its extra is installed)."""
     from svdq_edge.evaluation.data import read_text_ids
@@ -94,7 +95,10 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     if llama is not None:
         builds["llamacpp"] = {"seconds": 0.0}  # runs the file as it is: nothing to build
         names.append("llamacpp")
-    sessions = [make_session(out / n, "cpu", threads) for n in names if n != "llamacpp"]
+    # Folders whose graph appends to its cache in place (ours fused, genai's) decode so, as the Generator runs them;
+    # others (traced graphs) in the plain loop, which copies the cache into a new present on every call.
+    sessions = [_timer(make_session(out / n, "cpu", threads), out / n, max(contexts) + 2)
+                for n in names if n != "llamacpp"]
     if llama is not None:
         sessions.append(LlamaCppDecoder(llama, threads, n_ctx=max(contexts) + 2))
     lat = measure_decoders(sessions, len(tok), contexts=contexts, runs=runs)
@@ -116,6 +120,13 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     cols = ["backend", "MB", "nodes", "ppl", "Δ ppl", "prefill 128 ms", *(f"decode ms/tok @{c}" for c in contexts),
             "p90 @128", "tok/s @128", "genai Generator ms/tok", "run RSS MiB", "build s", "build peak RSS MiB"]
     return "\n".join([header, markdown_table(cols, rows)])
+
+
+def _timer(session, folder: Path, max_length: int):
+    """The session's decoder for measure_decoders: in place where its graph allows it, else the session itself."""
+    from svdq_edge.runtime.decode.shared_kv import InPlaceTimer, shares_buffer
+
+    return InPlaceTimer(session, max_length) if shares_buffer(folder) else session
 
 
 def genai_decode_ms(names: list[str], out: Path, ids, threads: int) -> dict[str, float]:

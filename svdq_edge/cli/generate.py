@@ -76,9 +76,13 @@ def _token_stream(onnx_dir, runtime, ids, max_new_tokens, cfg, tokenizer, provid
                                                    cfg.seed)
     from svdq_edge.runtime.decode.generate import generate_ids
     from svdq_edge.runtime.decode.session import OnnxDecoder
+    from svdq_edge.runtime.decode.shared_kv import SharedKVDecoder, shares_buffer
     from svdq_edge.runtime.runtimes.session import make_session
 
-    decoder = OnnxDecoder(make_session(onnx_dir, provider, threads))
+    session = make_session(onnx_dir, provider, threads)
+    # On CPU a fused graph appends to its cache in place (the plain loop copies the whole cache on every token)
+    decoder = SharedKVDecoder(session, len(ids) + max_new_tokens) if provider == "cpu" and shares_buffer(onnx_dir) \
+        else OnnxDecoder(session)
     eos = frozenset(i for i in (tokenizer.eos_token_id,) if i is not None)
     return generate_ids(decoder, ids, max_new_tokens, cfg, eos)
 

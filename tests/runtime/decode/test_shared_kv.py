@@ -27,18 +27,20 @@ def test_in_place_steps_give_the_plain_loops_logits(fused):
     plain = OnnxDecoder(session)
     ref, state = plain.prefill(prompt)
     shared = SharedKVDecoder(session, max_length=20)
-    np.testing.assert_allclose(shared.prefill(prompt), ref, atol=1e-5)
+    got, length = shared.prefill(prompt)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
     for token in (5, 17, 3, 99, 42):
         want, state = plain.step(np.array([token]), state)
-        np.testing.assert_allclose(shared.step(token), want[0], atol=1e-5)
-    assert shared.length == 14
+        got, length = shared.step(np.array([token]), length)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert length == 14
 
 
 def test_a_full_cache_is_refused_in_one_line(fused):
     shared = SharedKVDecoder(make_session(fused, "cpu", 1), max_length=4)
-    shared.prefill(np.array([[1, 2, 3, 4]]))
+    _, length = shared.prefill(np.array([[1, 2, 3, 4]]))
     with pytest.raises(UserError, match="exceed the cache's max_length 4"):
-        shared.step(5)
+        shared.step(np.array([5]), length)
 
 
 def test_a_traced_graph_does_not_claim_a_shared_buffer(tmp_path):
