@@ -44,7 +44,7 @@ class SharedKVDecoder:
                 dtype = np.float16 if i.type == "tensor(float16)" else np.float32
                 self.past[i.name] = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, heads, max_length, dim), dtype))
 
-    def _run(self, tokens: np.ndarray) -> np.ndarray:
+    def append(self, tokens: np.ndarray) -> np.ndarray:
         """Append tokens int64 [1, n] after self.length cached ones; logits float32 [1, n, vocab]."""
         n = tokens.shape[1]
         if self.length + n > self.max_length:
@@ -67,12 +67,12 @@ class SharedKVDecoder:
         if attention_mask is not None and not np.all(attention_mask):
             raise UserError("in-place KV decoding takes unpadded prompts (batch 1)")
         self.length = 0
-        return self._run(np.asarray(input_ids, dtype=np.int64)), self.length
+        return self.append(np.asarray(input_ids, dtype=np.int64)), self.length
 
     def step(self, tokens: np.ndarray, state: int) -> tuple[np.ndarray, int]:
         """Logits float32 [1, vocab] after appending tokens int64 [1] to the `state` tokens cached."""
         self.length = state
-        return self._run(np.asarray(tokens, dtype=np.int64).reshape(1, 1))[:, -1], self.length
+        return self.append(np.asarray(tokens, dtype=np.int64).reshape(1, 1))[:, -1], self.length
 
 
 class InPlaceStep:
@@ -84,7 +84,7 @@ class InPlaceStep:
 
     def run(self, _outputs=None, _feed=None) -> None:
         self.decoder.length = self.n_past
-        self.decoder._run(self.tokens)
+        self.decoder.append(self.tokens)
 
 
 class InPlaceTimer:
