@@ -23,7 +23,7 @@ import click
 
 from svdq_edge.config import QuantConfig
 from svdq_edge.recipes import read_recipe
-from svdq_edge.runtime.validation.decoders import decoder_report
+from svdq_edge.runtime.validation.decoders import decoder_report, parse_contexts
 from svdq_edge.util.logs import configure
 
 
@@ -46,6 +46,7 @@ def default_variants() -> dict[str, dict]:
 @click.option("--runs", type=click.IntRange(min=5), default=200, show_default=True,
               help="timed decode steps per backend and context")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--contexts", default="128,1024", show_default=True, help="cached tokens of the timed decode steps")
 @click.option("--accuracy-level", type=click.IntRange(0, 4), default=4, show_default=True,
               help="MatMulNBits accuracy_level of our exports and ORT's RTN (4: int8 activations on CPU)")
 @click.option("--genai/--no-genai", default=True, show_default=True,
@@ -53,7 +54,7 @@ def default_variants() -> dict[str, dict]:
 @click.option("--gguf/--no-gguf", "gguf_contenders", default=True, show_default=True,
               help="GGUF sources: our exact transcode of the file, and llama.cpp on it (when installed)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-decoder"), show_default=True)
-def main(model, data, variants, ppl_tokens, max_length, stride, runs, threads, accuracy_level, genai,
+def main(model, data, variants, ppl_tokens, max_length, stride, runs, threads, contexts, accuracy_level, genai,
          gguf_contenders, out):
     configure()  # ORT's quantizer logs a line per MatMul at INFO: WARNING only
     if data is None:
@@ -61,7 +62,7 @@ def main(model, data, variants, ppl_tokens, max_length, stride, runs, threads, a
     raw = default_variants() if variants is None else json.loads(variants)
     configs = {label: QuantConfig.from_dict(d) for label, d in raw.items()}
     click.echo(decoder_report(model, configs, data, ppl_tokens, max_length, stride, runs, threads, out,
-                              accuracy_level, genai, gguf_contenders))
+                              accuracy_level, genai, gguf_contenders, contexts=parse_contexts(contexts)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from svdq_edge.errors import UserError
+from svdq_edge.runtime.validation.decoders import parse_contexts
 from svdq_edge.runtime.validation.scale import ScaleModel, ScaleSettings, scale_report
 from svdq_edge.util.logs import configure
 
@@ -33,13 +35,13 @@ from svdq_edge.util.logs import configure
 @click.option("--out", type=click.Path(path_type=Path), default=Path("svdq-edge-out/bench-scale"), show_default=True)
 def main(models, runs, prefill_runs, prefill, contexts, threads, genai, out):
     configure()
+    settings = ScaleSettings(threads=threads, runs=runs, prefill_runs=prefill_runs, prefill=prefill,
+                             contexts=parse_contexts(contexts), genai=genai)
     try:
-        ctx = tuple(int(c) for c in contexts.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{contexts!r}: comma-separated integers", param_hint="--contexts") from None
-    settings = ScaleSettings(threads=threads, runs=runs, prefill_runs=prefill_runs, prefill=prefill, contexts=ctx,
-                             genai=genai)
-    click.echo(scale_report([ScaleModel.parse(m) for m in models.split(",")], out, settings))
+        chosen = [ScaleModel.parse(m) for m in models.split(",")]
+    except UserError as e:
+        raise click.BadParameter(str(e), param_hint="--models") from None
+    click.echo(scale_report(chosen, out, settings))
 
 
 if __name__ == "__main__":

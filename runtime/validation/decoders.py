@@ -27,6 +27,19 @@ log = logging.getLogger(__name__)
 CONTEXTS = (128, 1024)
 
 
+def parse_contexts(text: str) -> tuple[int, ...]:
+    """"128,1024" -> (128, 1024): the cached-token counts of timed decode steps (a bad list is a one-line error)."""
+    import click
+
+    try:
+        contexts = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: comma-separated integers", param_hint="--contexts") from None
+    if any(c < 1 for c in contexts):
+        raise click.BadParameter(f"{text!r}: every context must be at least 1", param_hint="--contexts")
+    return contexts
+
+
 def build_in_child(args: list[str]) -> dict:
     """Build one contender in a fresh interpreter (build_child); its last stdout line is a JSON result."""
     proc = subprocess.run([sys.executable, "-m", "svdq_edge.runtime.validation.build_child", *args],
@@ -68,7 +81,8 @@ def build_contenders(source: str, configs: dict[str, QuantConfig], out: Path, ac
 def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_tokens: int = 4096,
                    max_length: int = 1024, stride: int = 512, runs: int = 200, threads: int = 2,
                    out: Path = Path("svdq-edge-out/bench-decoder"), accuracy_level: int = 4,
-                   genai: bool = True, gguf_contenders: bool = True, llamacpp: bool = True) -> str:
+                   genai: bool = True, gguf_contenders: bool = True, llamacpp: bool = True,
+                   contexts: tuple[int, ...] = CONTEXTS) -> str:
     """Build every contender; return the table (also saved as bench.json).
 
     Runtimes: every ONNX folder runs in one ONNX Runtime loop (perplexity, prefill, decode); `genai` adds
@@ -83,8 +97,8 @@ def decoder_report(model: str, configs: dict[str, QuantConfig], data: Path, ppl_
     out.mkdir(parents=True, exist_ok=True)
     source = resolve_source(model)  # converts a GGUF once, outside the measured children
     gguf = gguf_path(model) if gguf_contenders else None
-    max_pos = getattr(load_config(source), "max_position_embeddings", None) or max(CONTEXTS) + 1
-    contexts = tuple(c for c in CONTEXTS if c < max_pos)
+    max_pos = getattr(load_config(source), "max_position_embeddings", None) or max(contexts) + 1
+    contexts = tuple(c for c in contexts if c < max_pos)
     builds = build_contenders(source, configs, out, accuracy_level, genai, gguf)
     names = list(builds)
     llama = gguf if llamacpp and gguf is not None and llamacpp_available() else None
